@@ -1,0 +1,276 @@
+//! The binary framing: a 12-byte header, then the protobuf body.
+
+use std::marker::PhantomData;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use taskwire_proto::{MessageSet, registry};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::builder::{Builder, Limits};
+use crate::header::{FrameHeader, HEADER_LEN};
+use crate::{CodecError, Flags, Frame};
+
+/// A binary frame with its body still encoded: what a router needs to dispatch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    /// End of stream and status bits.
+    pub flags: Flags,
+    /// The registry type id of the body's message.
+    pub type_id: u16,
+    /// The call this frame belongs to, or 0.
+    pub stream_id: u32,
+    /// The protobuf body: a slice of the read buffer, not a copy.
+    pub body: Bytes,
+}
+
+impl RawFrame {
+    /// Decodes the body as a message of the set `M`.
+    pub fn decode<M: MessageSet>(self) -> Result<Frame<M>, CodecError> {
+        let type_id = self.type_id;
+        let message = decode_body::<M>(type_id, self.body)?;
+        Ok(Frame {
+            stream_id: self.stream_id,
+            flags: self.flags,
+            message,
+        })
+    }
+
+    /// Encodes `frame`'s message into a raw frame.
+    pub fn encode<M: MessageSet>(frame: &Frame<M>) -> RawFrame {
+        let mut body = BytesMut::with_capacity(frame.message.body_len());
+        frame.message.encode_body(&mut body);
+        RawFrame {
+            flags: frame.flags,
+            type_id: frame.message.type_id(),
+            stream_id: frame.stream_id,
+            body: body.freeze(),
+        }
+    }
+}
+
+pub(crate) fn decode_body<M: MessageSet>(type_id: u16, body: Bytes) -> Result<M, CodecError> {
+    match M::decode_body(type_id, body) {
+        None => Err(CodecError::UnknownMessageType { type_id }),
+        Some(Ok(message)) => Ok(message),
+        Some(Err(source)) => Err(CodecError::Protobuf {
+            type_id,
+            name: registry::by_type_id(type_id).map_or("<unregistered>", |info| info.name),
+            source,
+        }),
+    }
+}
+
+/// Decodes and encodes binary frames as [`RawFrame`]s, for routing without decoding
+/// bodies. Made by [`Builder::new_binary_codec`].
+///
+/// Encodes [`RawFrame`]s and, without an intermediate buffer, typed [`Frame`]s.
+#[derive(Debug)]
+pub struct BinaryCodec {
+    limits: Limits,
+    /// The header of the frame whose body is being received.
+    pending: Option<FrameHeader>,
+}
+
+impl Default for BinaryCodec {
+    fn default() -> Self {
+        Builder::new().new_binary_codec()
+    }
+}
+
+impl BinaryCodec {
+    pub(crate) fn from_builder(builder: Builder) -> Self {
+        BinaryCodec {
+            limits: Limits::new(builder),
+            pending: None,
+        }
+    }
+
+    /// A codec with the default limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The maximum frame length past the first frame.
+    pub fn max_frame_length(&self) -> u32 {
+        self.limits.max_frame_length
+    }
+
+    /// Changes the maximum frame length, for example to the limit a peer announced in
+    /// its Hello or Negotiated.
+    pub fn set_max_frame_length(&mut self, max: u32) {
+        self.limits.max_frame_length = max;
+    }
+
+    fn encode_header(
+        &mut self,
+        header: FrameHeader,
+        body_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        header.check()?;
+        let body_len = Limits::check(body_len as u64, self.limits.encode_limit())?;
+        dst.reserve(HEADER_LEN + body_len as usize);
+        dst.put_slice(&FrameHeader { body_len, ..header }.to_bytes());
+        self.limits.first_encoded = true;
+        Ok(())
+    }
+}
+
+impl Decoder for BinaryCodec {
+    type Item = RawFrame;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, CodecError> {
+        let header = match self.pending {
+            Some(header) => header,
+            None => {
+                let Some(head) = src.first_chunk::<HEADER_LEN>() else {
+                    return Ok(None);
+                };
+                let header = FrameHeader::parse(head)?;
+                Limits::check(u64::from(header.body_len), self.limits.decode_limit())?;
+                let _ = src.split_to(HEADER_LEN);
+                self.pending = Some(header);
+                header
+            }
+        };
+        // Never reserve the declared length: the buffer grows only as bytes arrive.
+        if src.len() < header.body_len as usize {
+            return Ok(None);
+        }
+        self.pending = None;
+        self.limits.first_decoded = true;
+        let body = src.split_to(header.body_len as usize).freeze();
+        Ok(Some(RawFrame {
+            flags: header.flags,
+            type_id: header.type_id,
+            stream_id: header.stream_id,
+            body,
+        }))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, CodecError> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        let received = src.len() as u64;
+        match self.pending {
+            None if src.is_empty() => Ok(None),
+            None => Err(CodecError::Truncated {
+                expected: HEADER_LEN as u64,
+                received,
+            }),
+            Some(header) => Err(CodecError::Truncated {
+                expected: HEADER_LEN as u64 + u64::from(header.body_len),
+                received: HEADER_LEN as u64 + received,
+            }),
+        }
+    }
+}
+
+impl Encoder<RawFrame> for BinaryCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: RawFrame, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode(&frame, dst)
+    }
+}
+
+impl Encoder<&RawFrame> for BinaryCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: &RawFrame, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let header = FrameHeader {
+            flags: frame.flags,
+            type_id: frame.type_id,
+            stream_id: frame.stream_id,
+            body_len: 0,
+        };
+        self.encode_header(header, frame.body.len(), dst)?;
+        dst.put_slice(&frame.body);
+        Ok(())
+    }
+}
+
+impl<M: MessageSet> Encoder<Frame<M>> for BinaryCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: Frame<M>, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode(&frame, dst)
+    }
+}
+
+impl<M: MessageSet> Encoder<&Frame<M>> for BinaryCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: &Frame<M>, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let header = FrameHeader {
+            flags: frame.flags,
+            type_id: frame.message.type_id(),
+            stream_id: frame.stream_id,
+            body_len: 0,
+        };
+        self.encode_header(header, frame.message.body_len(), dst)?;
+        frame.message.encode_body(dst);
+        Ok(())
+    }
+}
+
+/// Decodes binary frames straight into messages of the set `M`, such as one
+/// conversation's enum; encodes them back. Made by [`Builder::new_binary_message_codec`].
+///
+/// A frame whose type id is not in `M` is [`CodecError::UnknownMessageType`].
+#[derive(Debug)]
+pub struct BinaryMessageCodec<M> {
+    raw: BinaryCodec,
+    _messages: PhantomData<fn() -> M>,
+}
+
+impl<M: MessageSet> Default for BinaryMessageCodec<M> {
+    fn default() -> Self {
+        Builder::new().new_binary_message_codec()
+    }
+}
+
+impl<M: MessageSet> BinaryMessageCodec<M> {
+    pub(crate) fn from_builder(builder: Builder) -> Self {
+        BinaryMessageCodec {
+            raw: BinaryCodec::from_builder(builder),
+            _messages: PhantomData,
+        }
+    }
+
+    /// The raw codec underneath, for its limits.
+    pub fn raw_mut(&mut self) -> &mut BinaryCodec {
+        &mut self.raw
+    }
+}
+
+impl<M: MessageSet> Decoder for BinaryMessageCodec<M> {
+    type Item = Frame<M>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
+        self.raw.decode(src)?.map(RawFrame::decode).transpose()
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
+        self.raw.decode_eof(src)?.map(RawFrame::decode).transpose()
+    }
+}
+
+impl<M: MessageSet> Encoder<Frame<M>> for BinaryMessageCodec<M> {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: Frame<M>, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.raw.encode(&frame, dst)
+    }
+}
+
+impl<M: MessageSet> Encoder<&Frame<M>> for BinaryMessageCodec<M> {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: &Frame<M>, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.raw.encode(frame, dst)
+    }
+}

@@ -1,0 +1,231 @@
+//! The one error type every codec returns.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+
+/// Why a frame could not be decoded or encoded.
+///
+/// Every variant names the offending values. A codec that returned an error has
+/// consumed an unknown part of its input: close the connection (after sending a
+/// `Status`/`GoAway` where the transport allows) rather than read on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// A frame's declared or encoded length is over the limit in force.
+    #[error("frame length {len} exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// The declared or encoded length.
+        len: u64,
+        /// The limit in force (the first-frame limit for a connection's first frame).
+        max: u32,
+    },
+    /// The first byte of a binary frame is not a version this peer speaks.
+    #[error("unsupported frame version {got}; supported: {}..={}", supported.start(), supported.end())]
+    UnsupportedVersion {
+        /// The version byte received.
+        got: u8,
+        /// The versions this peer supports.
+        supported: RangeInclusive<u8>,
+    },
+    /// The type id is 0 or not a message the receiver's set contains.
+    #[error("unknown message type id {type_id:#06x}")]
+    UnknownMessageType {
+        /// The type id received.
+        type_id: u16,
+    },
+    /// A flag bit that version 1 reserves is set.
+    #[error("reserved flag bits set in flags {flags:#04x} (reserved mask 0xfc)")]
+    ReservedFlags {
+        /// The whole flags byte received.
+        flags: u8,
+    },
+    /// The status flag is set on a frame whose type is not Status, or missing on one whose
+    /// type is.
+    #[error("status flag disagrees with type id {type_id:#06x} (flags {flags:#04x})")]
+    StatusFlagMismatch {
+        /// The frame's type id.
+        type_id: u16,
+        /// The frame's flags byte.
+        flags: u8,
+    },
+    /// The input ended inside a frame. A clean end of input between frames is not an
+    /// error: decoders return `None` there.
+    #[error("input ended inside a frame after {received} of {expected} bytes")]
+    Truncated {
+        /// The bytes the frame needs (header or length prefix, plus body when known).
+        expected: u64,
+        /// The bytes that arrived.
+        received: u64,
+    },
+    /// The protobuf body does not decode as the message its type id names.
+    #[error("invalid protobuf body for {name} ({type_id:#06x}): {source}")]
+    Protobuf {
+        /// The frame's type id.
+        type_id: u16,
+        /// The message's full name, or `"<unregistered>"`.
+        name: &'static str,
+        /// What prost reported.
+        source: prost::DecodeError,
+    },
+    /// A JSON frame is malformed, names an unknown type, or its body does not match it.
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    /// The underlying reader or writer failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The kind of a [`CodecError`], without its values: for matching, metrics and the
+/// `error` field of the conformance vectors (see [`ErrorKind::as_str`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`CodecError::FrameTooLarge`].
+    FrameTooLarge,
+    /// [`CodecError::UnsupportedVersion`].
+    UnsupportedVersion,
+    /// [`CodecError::UnknownMessageType`].
+    UnknownMessageType,
+    /// [`CodecError::ReservedFlags`].
+    ReservedFlags,
+    /// [`CodecError::StatusFlagMismatch`].
+    StatusFlagMismatch,
+    /// [`CodecError::Truncated`].
+    Truncated,
+    /// [`CodecError::Protobuf`].
+    Protobuf,
+    /// [`JsonErrorKind::Syntax`].
+    JsonSyntax,
+    /// [`JsonErrorKind::Envelope`].
+    JsonEnvelope,
+    /// [`JsonErrorKind::UnknownTypeName`].
+    JsonUnknownType,
+    /// [`JsonErrorKind::Body`].
+    JsonBody,
+    /// [`CodecError::Io`].
+    Io,
+}
+
+impl ErrorKind {
+    /// The kind's stable snake_case name, as used in `docs/protocol.md` and the vectors.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::FrameTooLarge => "frame_too_large",
+            ErrorKind::UnsupportedVersion => "unsupported_version",
+            ErrorKind::UnknownMessageType => "unknown_message_type",
+            ErrorKind::ReservedFlags => "reserved_flags",
+            ErrorKind::StatusFlagMismatch => "status_flag_mismatch",
+            ErrorKind::Truncated => "truncated",
+            ErrorKind::Protobuf => "protobuf",
+            ErrorKind::JsonSyntax => "json_syntax",
+            ErrorKind::JsonEnvelope => "json_envelope",
+            ErrorKind::JsonUnknownType => "json_unknown_type",
+            ErrorKind::JsonBody => "json_body",
+            ErrorKind::Io => "io",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl CodecError {
+    /// This error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CodecError::FrameTooLarge { .. } => ErrorKind::FrameTooLarge,
+            CodecError::UnsupportedVersion { .. } => ErrorKind::UnsupportedVersion,
+            CodecError::UnknownMessageType { .. } => ErrorKind::UnknownMessageType,
+            CodecError::ReservedFlags { .. } => ErrorKind::ReservedFlags,
+            CodecError::StatusFlagMismatch { .. } => ErrorKind::StatusFlagMismatch,
+            CodecError::Truncated { .. } => ErrorKind::Truncated,
+            CodecError::Protobuf { .. } => ErrorKind::Protobuf,
+            CodecError::Json(e) => match e.kind() {
+                JsonErrorKind::Syntax => ErrorKind::JsonSyntax,
+                JsonErrorKind::Envelope => ErrorKind::JsonEnvelope,
+                JsonErrorKind::UnknownTypeName { .. } => ErrorKind::JsonUnknownType,
+                JsonErrorKind::Body { .. } => ErrorKind::JsonBody,
+            },
+            CodecError::Io(_) => ErrorKind::Io,
+        }
+    }
+}
+
+/// Why a JSON frame was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} at line {line}, column {column}: {detail}")]
+pub struct JsonError {
+    kind: JsonErrorKind,
+    line: usize,
+    column: usize,
+    detail: String,
+}
+
+impl JsonError {
+    pub(crate) fn new(kind: JsonErrorKind, line: usize, column: usize, detail: String) -> Self {
+        JsonError {
+            kind,
+            line,
+            column,
+            detail,
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &JsonErrorKind {
+        &self.kind
+    }
+
+    /// The 1-based line within the frame's JSON text where it went wrong, or 0 if unknown.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// The 1-based column within that line, or 0 if unknown.
+    pub fn column(&self) -> usize {
+        self.column
+    }
+
+    /// The parser's description.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+/// The kinds of [`JsonError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JsonErrorKind {
+    /// Not one well-formed UTF-8 JSON value: bad syntax, invalid UTF-8, a lone surrogate
+    /// escape, nesting deeper than 128 levels, or data after the object.
+    Syntax,
+    /// Well-formed JSON, but not a valid envelope: not an object, a missing `type` or
+    /// `body`, a member given twice, an unknown member, or a member of the wrong type.
+    Envelope,
+    /// `type` names no message the receiver knows.
+    UnknownTypeName {
+        /// The name received.
+        name: String,
+    },
+    /// The body is not the canonical JSON of the message `type` names.
+    Body {
+        /// The full name of the message the body should be.
+        type_name: &'static str,
+    },
+}
+
+impl fmt::Display for JsonErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JsonErrorKind::Syntax => f.write_str("JSON syntax error"),
+            JsonErrorKind::Envelope => f.write_str("invalid JSON frame envelope"),
+            JsonErrorKind::UnknownTypeName { name } => {
+                write!(f, "unknown message type name {name:?}")
+            }
+            JsonErrorKind::Body { type_name } => write!(f, "body does not match {type_name}"),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The properties the fuzz targets in `fuzz/` check, shared with the tests that replay
+//! each target's corpus on stable Rust (as prost shares its `roundtrip` helper).
+//!
+//! Each function takes arbitrary bytes, must never panic on any input, and panics only
+//! when a property is broken, which is what the fuzzer looks for.
+
+use bytes::BytesMut;
+use taskwire_proto::registry::AnyMessage;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::{Builder, CodecError, Frame};
+
+/// The frame limit the fuzz targets use: small, so the fuzzer explores limit edges.
+pub const FUZZ_MAX_FRAME_LENGTH: u32 = 64 * 1024;
+
+fn builder() -> Builder {
+    let mut builder = Builder::new();
+    builder
+        .max_frame_length(FUZZ_MAX_FRAME_LENGTH)
+        .max_first_frame_length(4096);
+    builder
+}
+
+/// Decodes `data` as binary frames until it ends or an error. Every raw frame re-encodes
+/// to exactly the bytes it was decoded from; every body that decodes as a registered
+/// message survives an encode/decode round trip.
+pub fn binary_frames(data: &[u8]) -> Result<usize, CodecError> {
+    let mut codec = builder().new_binary_codec();
+    let mut src = BytesMut::from(data);
+    let mut frames = 0;
+    loop {
+        let before = src.clone();
+        let Some(raw) = codec.decode_eof(&mut src)? else {
+            return Ok(frames);
+        };
+        frames += 1;
+        let consumed = before.len() - src.len();
+        let mut again = BytesMut::new();
+        builder()
+            .first_frame_done(true)
+            .new_binary_codec()
+            .encode(&raw, &mut again)?;
+        assert_eq!(
+            &again[..],
+            &before[..consumed],
+            "raw frame did not re-encode to its bytes"
+        );
+        if let Ok(frame) = raw.decode::<AnyMessage>() {
+            roundtrip_binary(&frame);
+        }
+    }
+}
+
+/// Decodes `data` as JSON frames until it ends or an error. Every decoded message
+/// survives a JSON round trip and a binary round trip.
+pub fn json_frames(data: &[u8]) -> Result<usize, CodecError> {
+    let mut codec = builder().new_any_json_codec();
+    let mut src = BytesMut::from(data);
+    let mut frames = 0;
+    while let Some(frame) = codec.decode_eof(&mut src)? {
+        frames += 1;
+        roundtrip_json(&frame);
+        roundtrip_binary(&frame);
+    }
+    Ok(frames)
+}
+
+/// Feeds `data` to a decoder in pieces whose sizes come from the first byte, and checks
+/// that the frames and the final error kind are those of decoding it whole.
+pub fn stream_splitting(data: &[u8]) {
+    let Some((&seed, data)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(seed % 17) + 1;
+    let json = seed & 0x80 != 0;
+    let whole = split_decode(data, data.len().max(1), json);
+    let pieces = split_decode(data, step, json);
+    assert_eq!(
+        whole, pieces,
+        "decoding in {step}-byte pieces changed the result"
+    );
+}
+
+/// The frames (as re-encoded bytes) and the error kind decoding `data` in `step`-byte
+/// pieces gives.
+fn split_decode(data: &[u8], step: usize, json: bool) -> (Vec<Vec<u8>>, Option<crate::ErrorKind>) {
+    let mut binary = builder().new_binary_codec();
+    let mut text = builder().new_any_json_codec();
+    let mut src = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut chunks = data.chunks(step).peekable();
+    loop {
+        let last = chunks.peek().is_none();
+        let decoded = if json {
+            let result = if last {
+                text.decode_eof(&mut src)
+            } else {
+                text.decode(&mut src)
+            };
+            result.map(|f| f.map(|f| encode_binary(&f)))
+        } else {
+            let result = if last {
+                binary.decode_eof(&mut src)
+            } else {
+                binary.decode(&mut src)
+            };
+            result.map(|f| f.map(|f| [f.type_id.to_be_bytes().as_slice(), &f.body].concat()))
+        };
+        match decoded {
+            Err(error) => return (frames, Some(error.kind())),
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) if last => return (frames, None),
+            Ok(None) => src.extend_from_slice(chunks.next().expect("not last")),
+        }
+    }
+}
+
+fn encode_binary(frame: &Frame<AnyMessage>) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    builder()
+        .first_frame_done(true)
+        .max_frame_length(u32::MAX)
+        .new_binary_codec()
+        .encode(frame, &mut out)
+        .expect("a decoded message re-encodes");
+    out.to_vec()
+}
+
+/// Encode, decode, encode: the two encodings are identical (compared as bytes, so that
+/// NaN payloads compare equal).
+pub fn roundtrip_binary(frame: &Frame<AnyMessage>) {
+    let first = encode_binary(frame);
+    let mut src = BytesMut::from(first.as_slice());
+    let decoded = Builder::new()
+        .first_frame_done(true)
+        .max_frame_length(u32::MAX)
+        .new_binary_message_codec::<AnyMessage>()
+        .decode(&mut src)
+        .expect("an encoded frame decodes")
+        .expect("an encoded frame is whole");
+    assert_eq!(
+        encode_binary(&decoded),
+        first,
+        "binary round trip changed the frame"
+    );
+}
+
+/// JSON encode, decode, encode: the two encodings are identical. A message that has no
+/// JSON form (an out-of-range timestamp, say) is skipped.
+pub fn roundtrip_json(frame: &Frame<AnyMessage>) {
+    let mut codec = Builder::new()
+        .max_frame_length(u32::MAX)
+        .new_any_json_codec();
+    let mut first = BytesMut::new();
+    if codec.encode(frame, &mut first).is_err() {
+        return;
+    }
+    let mut src = first.clone();
+    let decoded = codec
+        .decode(&mut src)
+        .unwrap_or_else(|e| panic!("our own JSON does not decode: {e}\n{first:?}"))
+        .expect("an encoded frame is whole");
+    let mut second = BytesMut::new();
+    codec
+        .encode(&decoded, &mut second)
+        .expect("a decoded frame re-encodes");
+    assert_eq!(first, second, "JSON round trip changed the frame");
+}

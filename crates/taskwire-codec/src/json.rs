@@ -1,0 +1,405 @@
+//! The JSON framing: a 4-byte big-endian length, then one UTF-8 JSON object.
+//!
+//! ```text
+//! +------------+--------------------------------------------------------------+
+//! | len u32 BE | {"type":"<full protobuf name>","stream":<u32>,"end":<bool>,  |
+//! |            |  "body":<canonical proto3 JSON of the message>}             |
+//! +------------+--------------------------------------------------------------+
+//! ```
+//!
+//! `type` and `body` are required; `stream` (default 0) and `end` (default false) are
+//! optional. Encoders write the members in that order and leave defaults out, so the
+//! bytes are canonical; decoders accept any order, and refuse unknown or repeated members.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io::Write as _;
+use std::marker::PhantomData;
+
+use bytes::{Buf, BufMut, BytesMut};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use taskwire_proto::MessageSet;
+use taskwire_proto::registry::{self, AnyMessage};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::builder::{Builder, Limits};
+use crate::header::STATUS_TYPE_ID;
+use crate::{CodecError, Flags, Frame, JsonError, JsonErrorKind};
+
+/// The length of a JSON frame's length prefix in bytes.
+pub const JSON_LENGTH_PREFIX_LEN: usize = 4;
+
+/// Decodes and encodes JSON frames as messages of the set `M` ([`AnyMessage`] by default).
+/// Made by [`Builder::new_json_codec`].
+#[derive(Debug)]
+pub struct JsonCodec<M = AnyMessage> {
+    limits: Limits,
+    /// The length of the frame whose JSON text is being received.
+    pending: Option<u32>,
+    _messages: PhantomData<fn() -> M>,
+}
+
+impl<M: MessageSet> Default for JsonCodec<M> {
+    fn default() -> Self {
+        Builder::new().new_json_codec()
+    }
+}
+
+impl<M: MessageSet> JsonCodec<M> {
+    pub(crate) fn from_builder(builder: Builder) -> Self {
+        JsonCodec {
+            limits: Limits::new(builder),
+            pending: None,
+            _messages: PhantomData,
+        }
+    }
+
+    /// The maximum frame length past the first frame.
+    pub fn max_frame_length(&self) -> u32 {
+        self.limits.max_frame_length
+    }
+
+    /// Changes the maximum frame length, for example to the limit a peer announced.
+    pub fn set_max_frame_length(&mut self, max: u32) {
+        self.limits.max_frame_length = max;
+    }
+}
+
+impl<M: MessageSet> Decoder for JsonCodec<M> {
+    type Item = Frame<M>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
+        let len = match self.pending {
+            Some(len) => len,
+            None => {
+                let Some(prefix) = src.first_chunk::<JSON_LENGTH_PREFIX_LEN>() else {
+                    return Ok(None);
+                };
+                let len = u32::from_be_bytes(*prefix);
+                Limits::check(u64::from(len), self.limits.decode_limit())?;
+                src.advance(JSON_LENGTH_PREFIX_LEN);
+                self.pending = Some(len);
+                len
+            }
+        };
+        // Never reserve the declared length: the buffer grows only as bytes arrive.
+        if src.len() < len as usize {
+            return Ok(None);
+        }
+        self.pending = None;
+        self.limits.first_decoded = true;
+        let text = src.split_to(len as usize);
+        parse_frame::<M>(&text).map(Some)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        let received = src.len() as u64;
+        let prefix = JSON_LENGTH_PREFIX_LEN as u64;
+        match self.pending {
+            None if src.is_empty() => Ok(None),
+            None => Err(CodecError::Truncated {
+                expected: prefix,
+                received,
+            }),
+            Some(len) => Err(CodecError::Truncated {
+                expected: prefix + u64::from(len),
+                received: prefix + received,
+            }),
+        }
+    }
+}
+
+impl<M: MessageSet> Encoder<Frame<M>> for JsonCodec<M> {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: Frame<M>, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode(&frame, dst)
+    }
+}
+
+impl<M: MessageSet> Encoder<&Frame<M>> for JsonCodec<M> {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: &Frame<M>, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let type_id = frame.message.type_id();
+        if frame.flags.is_status() != (type_id == STATUS_TYPE_ID) {
+            return Err(CodecError::StatusFlagMismatch {
+                type_id,
+                flags: frame.flags.bits(),
+            });
+        }
+        let start = dst.len();
+        dst.put_u32(0);
+        let written = write_envelope(frame, dst);
+        let len = dst.len() - start - JSON_LENGTH_PREFIX_LEN;
+        let checked = written.and_then(|()| Limits::check(len as u64, self.limits.encode_limit()));
+        match checked {
+            Ok(len) => {
+                dst[start..start + JSON_LENGTH_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+                self.limits.first_encoded = true;
+                Ok(())
+            }
+            Err(error) => {
+                dst.truncate(start);
+                Err(error)
+            }
+        }
+    }
+}
+
+fn write_envelope<M: MessageSet>(frame: &Frame<M>, dst: &mut BytesMut) -> Result<(), CodecError> {
+    let mut out = dst.writer();
+    let body_error = |e: serde_json::Error| {
+        CodecError::Json(JsonError::new(
+            JsonErrorKind::Body {
+                type_name: type_name(frame.message.type_id()),
+            },
+            0,
+            0,
+            e.to_string(),
+        ))
+    };
+    // Names are protobuf identifiers joined by dots: nothing in them needs escaping.
+    write!(out, "{{\"type\":\"{}\"", frame.message.name())?;
+    if frame.stream_id != 0 {
+        write!(out, ",\"stream\":{}", frame.stream_id)?;
+    }
+    if frame.flags.is_end_stream() {
+        out.write_all(b",\"end\":true")?;
+    }
+    out.write_all(b",\"body\":")?;
+    serde_json::to_writer(&mut out, &BodyRef(&frame.message)).map_err(body_error)?;
+    out.write_all(b"}")?;
+    Ok(())
+}
+
+struct BodyRef<'a, M>(&'a M);
+
+impl<M: MessageSet> serde::Serialize for BodyRef<'_, M> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_json_body(serializer)
+    }
+}
+
+fn type_name(type_id: u16) -> &'static str {
+    registry::by_type_id(type_id).map_or("<unregistered>", |info| info.name)
+}
+
+/// Which part of the envelope a data error came from, for a precise error kind.
+#[derive(Default)]
+enum Blame {
+    #[default]
+    Envelope,
+    UnknownType(String),
+    Body(u16),
+}
+
+/// Parses one frame's JSON text.
+pub(crate) fn parse_frame<M: MessageSet>(text: &[u8]) -> Result<Frame<M>, CodecError> {
+    let blame = Cell::new(Blame::Envelope);
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let parsed = EnvelopeSeed::<M> {
+        blame: &blame,
+        _messages: PhantomData,
+    }
+    .deserialize(&mut de)
+    .and_then(|frame| de.end().map(|()| frame));
+    parsed.map_err(|error| {
+        use serde_json::error::Category;
+        let kind = match (error.classify(), blame.take()) {
+            (Category::Syntax | Category::Eof | Category::Io, _) => JsonErrorKind::Syntax,
+            (Category::Data, Blame::Envelope) => JsonErrorKind::Envelope,
+            (Category::Data, Blame::UnknownType(name)) => JsonErrorKind::UnknownTypeName { name },
+            (Category::Data, Blame::Body(type_id)) => JsonErrorKind::Body {
+                type_name: type_name(type_id),
+            },
+        };
+        CodecError::Json(JsonError::new(
+            kind,
+            error.line(),
+            error.column(),
+            error.to_string(),
+        ))
+    })
+}
+
+struct EnvelopeSeed<'a, M> {
+    blame: &'a Cell<Blame>,
+    _messages: PhantomData<fn() -> M>,
+}
+
+impl<'de, M: MessageSet> DeserializeSeed<'de> for EnvelopeSeed<'_, M> {
+    type Value = Frame<M>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Frame<M>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+const MEMBERS: &[&str] = &["type", "stream", "end", "body"];
+
+enum Member {
+    Type,
+    Stream,
+    End,
+    Body,
+}
+
+impl<'de> serde::Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
+        struct MemberVisitor;
+        impl Visitor<'_> for MemberVisitor {
+            type Value = Member;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("one of `type`, `stream`, `end`, `body`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Member, E> {
+                match v {
+                    "type" => Ok(Member::Type),
+                    "stream" => Ok(Member::Stream),
+                    "end" => Ok(Member::End),
+                    "body" => Ok(Member::Body),
+                    other => Err(E::unknown_field(other, MEMBERS)),
+                }
+            }
+        }
+        deserializer.deserialize_identifier(MemberVisitor)
+    }
+}
+
+impl<'de, M: MessageSet> Visitor<'de> for EnvelopeSeed<'_, M> {
+    type Value = Frame<M>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a taskwire JSON frame: an object with `type` and `body`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Frame<M>, A::Error> {
+        let mut type_id: Option<u16> = None;
+        let mut stream_id: Option<u32> = None;
+        let mut end: Option<bool> = None;
+        let mut body: Option<M> = None;
+        // A body that precedes `type` is kept as unparsed text until the type is known.
+        let mut early_body: Option<&'de RawValue> = None;
+        while let Some(member) = map.next_key::<Member>()? {
+            match member {
+                Member::Type => {
+                    if type_id.is_some() {
+                        return Err(de::Error::duplicate_field("type"));
+                    }
+                    let seed = TypeNameSeed::<M> {
+                        blame: self.blame,
+                        _messages: PhantomData,
+                    };
+                    type_id = Some(map.next_value_seed(seed)?);
+                }
+                Member::Stream => {
+                    if stream_id.is_some() {
+                        return Err(de::Error::duplicate_field("stream"));
+                    }
+                    stream_id = Some(map.next_value()?);
+                }
+                Member::End => {
+                    if end.is_some() {
+                        return Err(de::Error::duplicate_field("end"));
+                    }
+                    end = Some(map.next_value()?);
+                }
+                Member::Body => {
+                    if body.is_some() || early_body.is_some() {
+                        return Err(de::Error::duplicate_field("body"));
+                    }
+                    match type_id {
+                        Some(type_id) => {
+                            let seed = BodySeed::<M> {
+                                type_id,
+                                blame: self.blame,
+                                _messages: PhantomData,
+                            };
+                            body = Some(map.next_value_seed(seed)?);
+                        }
+                        None => early_body = Some(map.next_value()?),
+                    }
+                }
+            }
+        }
+        let type_id = type_id.ok_or_else(|| de::Error::missing_field("type"))?;
+        let message = match (body, early_body) {
+            (Some(message), _) => message,
+            (None, Some(raw)) => {
+                let seed = BodySeed::<M> {
+                    type_id,
+                    blame: self.blame,
+                    _messages: PhantomData,
+                };
+                seed.deserialize(raw).map_err(de::Error::custom)?
+            }
+            (None, None) => return Err(de::Error::missing_field("body")),
+        };
+        let mut flags = if type_id == STATUS_TYPE_ID {
+            Flags::STATUS
+        } else {
+            Flags::empty()
+        };
+        if end == Some(true) {
+            flags = flags | Flags::END_STREAM;
+        }
+        Ok(Frame {
+            stream_id: stream_id.unwrap_or(0),
+            flags,
+            message,
+        })
+    }
+}
+
+/// Resolves `type` to a type id of `M` without allocating.
+struct TypeNameSeed<'a, M> {
+    blame: &'a Cell<Blame>,
+    _messages: PhantomData<fn() -> M>,
+}
+
+impl<'de, M: MessageSet> DeserializeSeed<'de> for TypeNameSeed<'_, M> {
+    type Value = u16;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<u16, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<M: MessageSet> Visitor<'_> for TypeNameSeed<'_, M> {
+    type Value = u16;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a full protobuf message name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<u16, E> {
+        M::type_id_of(name).ok_or_else(|| {
+            self.blame.set(Blame::UnknownType(name.to_owned()));
+            E::custom(format_args!("unknown message type name {name:?}"))
+        })
+    }
+}
+
+/// Deserializes the body as the message `type_id` names, blaming the body for errors.
+struct BodySeed<'a, M> {
+    type_id: u16,
+    blame: &'a Cell<Blame>,
+    _messages: PhantomData<fn() -> M>,
+}
+
+impl<'de, M: MessageSet> DeserializeSeed<'de> for BodySeed<'_, M> {
+    type Value = M;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<M, D::Error> {
+        self.blame.set(Blame::Body(self.type_id));
+        let message = M::deserialize_json_body(self.type_id, deserializer)?;
+        self.blame.set(Blame::Envelope);
+        Ok(message)
+    }
+}
