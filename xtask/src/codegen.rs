@@ -79,7 +79,11 @@ pub(crate) fn generate(root: &Path) -> Result<(GeneratedDir, SpecSections), Stri
         .compile_well_known_types()
         .extern_path(".google.protobuf", "::pbjson_types")
         .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
-        .extern_path(".google.protobuf.Duration", "crate::wkt::Duration");
+        .extern_path(".google.protobuf.Duration", "crate::wkt::Duration")
+        .extern_path(".google.protobuf.Struct", "crate::wkt::Struct")
+        .extern_path(".google.protobuf.Value", "crate::wkt::Value")
+        .extern_path(".google.protobuf.ListValue", "crate::wkt::ListValue")
+        .extern_path(".google.protobuf.NullValue", "crate::wkt::NullValue");
     let modules = config
         .generate(requests)
         .map_err(|e| format!("prost-build: {e}"))?;
@@ -101,6 +105,10 @@ pub(crate) fn generate(root: &Path) -> Result<(GeneratedDir, SpecSections), Stri
         .extern_path(".google.protobuf", "::pbjson_types")
         .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
         .extern_path(".google.protobuf.Duration", "crate::wkt::Duration")
+        .extern_path(".google.protobuf.Struct", "crate::wkt::Struct")
+        .extern_path(".google.protobuf.Value", "crate::wkt::Value")
+        .extern_path(".google.protobuf.ListValue", "crate::wkt::ListValue")
+        .extern_path(".google.protobuf.NullValue", "crate::wkt::NullValue")
         .btree_map(["."])
         // Like the binary encoding, JSON skips fields it does not know, so a peer on a
         // newer minor schema can talk to an older one (see docs/protocol.md, Versioning).

@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use taskwire_proto::{MessageSet, registry};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -25,6 +25,7 @@ pub struct RawFrame {
 
 impl RawFrame {
     /// Decodes the body as a message of the set `M`.
+    #[inline]
     pub fn decode<M: MessageSet>(self) -> Result<Frame<M>, CodecError> {
         let type_id = self.type_id;
         let message = decode_body::<M>(type_id, self.body)?;
@@ -48,6 +49,7 @@ impl RawFrame {
     }
 }
 
+#[inline]
 pub(crate) fn decode_body<M: MessageSet>(type_id: u16, body: Bytes) -> Result<M, CodecError> {
     match M::decode_body(type_id, body) {
         None => Err(CodecError::UnknownMessageType { type_id }),
@@ -120,6 +122,7 @@ impl Decoder for BinaryCodec {
     type Item = RawFrame;
     type Error = CodecError;
 
+    #[inline]
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, CodecError> {
         let header = match self.pending {
             Some(header) => header,
@@ -129,7 +132,7 @@ impl Decoder for BinaryCodec {
                 };
                 let header = FrameHeader::parse(head)?;
                 Limits::check(u64::from(header.body_len), self.limits.decode_limit())?;
-                let _ = src.split_to(HEADER_LEN);
+                src.advance(HEADER_LEN);
                 self.pending = Some(header);
                 header
             }
@@ -250,6 +253,7 @@ impl<M: MessageSet> Decoder for BinaryMessageCodec<M> {
     type Item = Frame<M>;
     type Error = CodecError;
 
+    #[inline]
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
         self.raw.decode(src)?.map(RawFrame::decode).transpose()
     }

@@ -118,6 +118,7 @@ impl FrameHeader {
     /// Parses and checks a header: the version, the reserved flag bits, a non-zero type id,
     /// and that the status flag is set exactly on Status frames. The body length is checked
     /// against limits by the caller, which knows them.
+    #[inline]
     pub fn parse(bytes: &[u8; HEADER_LEN]) -> Result<FrameHeader, CodecError> {
         let version = bytes[0];
         if version != VERSION {
@@ -140,6 +141,7 @@ impl FrameHeader {
 
     /// Checks the rules that hold in both directions: a registered-looking type id and a
     /// status flag that matches the type.
+    #[inline]
     pub(crate) fn check(&self) -> Result<(), CodecError> {
         if self.type_id == 0 {
             return Err(CodecError::UnknownMessageType { type_id: 0 });

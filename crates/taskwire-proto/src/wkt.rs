@@ -1,11 +1,15 @@
-//! `google.protobuf.Timestamp` and `google.protobuf.Duration` with the canonical proto3
-//! JSON mapping and its ranges.
+//! The well-known types taskwire's schemas use, with the canonical proto3 JSON mapping,
+//! its ranges, and deterministic encodings.
 //!
+//! [`Timestamp`] and [`Duration`]:
 //! pbjson-types renders timestamps with a `+00:00` offset and accepts any chrono date;
 //! the proto3 JSON mapping requires `Z`-normalised RFC 3339 within years 1..=9999 and
 //! durations within ±315,576,000,000 s, with 0, 3, 6 or 9 fractional digits. These types
 //! keep the same protobuf encoding and enforce the mapping both ways, so an out-of-range
 //! value from a peer is a clear error rather than a silently different value.
+//!
+//! [`Struct`], [`Value`] and [`ListValue`]: JSON values, with object members ordered by
+//! key so that encoding the same value twice gives the same bytes.
 //!
 //! ```
 //! use taskwire_proto::wkt::{Duration, Timestamp};
@@ -505,5 +509,235 @@ mod tests {
         let t = Timestamp::from(before_epoch);
         assert_eq!((t.seconds, t.nanos), (-2, 500_000_000));
         assert_eq!(std::time::SystemTime::try_from(t), Ok(before_epoch));
+    }
+}
+
+/// `google.protobuf.Struct`: a JSON object. Its fields are ordered by key, so its
+/// protobuf encoding is deterministic (pbjson-types uses a hash map, whose order varies
+/// from one encoding to the next).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Struct {
+    /// The object's members.
+    #[prost(btree_map = "string, message", tag = "1")]
+    pub fields: std::collections::BTreeMap<String, Value>,
+}
+
+/// `google.protobuf.Value`: any JSON value.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Value {
+    /// Which kind of value; `None` is written as JSON `null`.
+    #[prost(oneof = "value::Kind", tags = "1, 2, 3, 4, 5, 6")]
+    pub kind: Option<value::Kind>,
+}
+
+/// `google.protobuf.ListValue`: a JSON array.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListValue {
+    /// The array's elements.
+    #[prost(message, repeated, tag = "1")]
+    pub values: Vec<Value>,
+}
+
+/// `google.protobuf.NullValue`: JSON `null`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum NullValue {
+    /// The only value.
+    NullValue = 0,
+}
+
+/// The kinds of [`Value`].
+pub mod value {
+    /// One JSON value.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        /// `null`.
+        #[prost(enumeration = "super::NullValue", tag = "1")]
+        NullValue(i32),
+        /// A number; JSON has no NaN or infinity, so those have no JSON form.
+        #[prost(double, tag = "2")]
+        NumberValue(f64),
+        /// A string.
+        #[prost(string, tag = "3")]
+        StringValue(String),
+        /// `true` or `false`.
+        #[prost(bool, tag = "4")]
+        BoolValue(bool),
+        /// An object.
+        #[prost(message, tag = "5")]
+        StructValue(super::Struct),
+        /// An array.
+        #[prost(message, tag = "6")]
+        ListValue(super::ListValue),
+    }
+}
+
+impl Serialize for Struct {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(&self.fields)
+    }
+}
+
+impl Serialize for ListValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(&self.values)
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use value::Kind;
+        match &self.kind {
+            None | Some(Kind::NullValue(_)) => serializer.serialize_unit(),
+            Some(Kind::NumberValue(n)) if !n.is_finite() => Err(serde::ser::Error::custom(
+                format_args!("google.protobuf.Value number {n} has no JSON form"),
+            )),
+            Some(Kind::NumberValue(n)) => serializer.serialize_f64(*n),
+            Some(Kind::StringValue(s)) => serializer.serialize_str(s),
+            Some(Kind::BoolValue(b)) => serializer.serialize_bool(*b),
+            Some(Kind::StructValue(s)) => s.serialize(serializer),
+            Some(Kind::ListValue(l)) => l.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = Value;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+                Ok(Value {
+                    kind: Some(value::Kind::NullValue(0)),
+                })
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+                self.visit_unit()
+            }
+
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
+                Ok(Value {
+                    kind: Some(value::Kind::BoolValue(b)),
+                })
+            }
+
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
+                Ok(Value {
+                    kind: Some(value::Kind::NumberValue(n)),
+                })
+            }
+
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Value, E> {
+                self.visit_f64(n as f64)
+            }
+
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Value, E> {
+                self.visit_f64(n as f64)
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+                Ok(Value {
+                    kind: Some(value::Kind::StringValue(s.to_owned())),
+                })
+            }
+
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+                Ok(Value {
+                    kind: Some(value::Kind::StringValue(s)),
+                })
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                let mut values = Vec::new();
+                while let Some(value) = seq.next_element()? {
+                    values.push(value);
+                }
+                Ok(Value {
+                    kind: Some(value::Kind::ListValue(ListValue { values })),
+                })
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+                let fields = StructVisitor.visit_map(map)?;
+                Ok(Value {
+                    kind: Some(value::Kind::StructValue(fields)),
+                })
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+struct StructVisitor;
+
+impl<'de> Visitor<'de> for StructVisitor {
+    type Value = Struct;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Struct, A::Error> {
+        let mut fields = std::collections::BTreeMap::new();
+        while let Some((key, value)) = map.next_entry::<String, Value>()? {
+            if fields.insert(key, value).is_some() {
+                return Err(de::Error::custom("duplicate key in google.protobuf.Struct"));
+            }
+        }
+        Ok(Struct { fields })
+    }
+}
+
+impl<'de> Deserialize<'de> for Struct {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Struct, D::Error> {
+        deserializer.deserialize_map(StructVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ListValue, D::Error> {
+        match Value::deserialize(deserializer)?.kind {
+            Some(value::Kind::ListValue(list)) => Ok(list),
+            _ => Err(de::Error::custom(
+                "expected a JSON array for google.protobuf.ListValue",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod struct_tests {
+    use super::*;
+    use prost::Message as _;
+
+    #[test]
+    fn struct_encoding_is_deterministic_and_json_shaped() {
+        let json = r#"{"b":[1.0,"x",null,true],"a":{"nested":2.5}}"#;
+        let value: Struct = serde_json::from_str(json).unwrap();
+        let first = value.encode_to_vec();
+        let again: Struct = serde_json::from_str(json).unwrap();
+        assert_eq!(again.encode_to_vec(), first);
+        assert_eq!(
+            serde_json::to_string(&value).unwrap(),
+            r#"{"a":{"nested":2.5},"b":[1.0,"x",null,true]}"#
+        );
+        assert_eq!(Struct::decode(first.as_slice()).unwrap(), value);
+    }
+
+    #[test]
+    fn duplicate_keys_and_non_finite_numbers_are_refused() {
+        assert!(serde_json::from_str::<Struct>(r#"{"a":1,"a":2}"#).is_err());
+        let nan = Value {
+            kind: Some(value::Kind::NumberValue(f64::NAN)),
+        };
+        assert!(serde_json::to_string(&nan).is_err());
     }
 }

@@ -262,6 +262,9 @@ fn rust_path(message: &MessageDescriptor) -> String {
     match message.full_name() {
         "google.protobuf.Timestamp" => return "crate::wkt::Timestamp".to_owned(),
         "google.protobuf.Duration" => return "crate::wkt::Duration".to_owned(),
+        "google.protobuf.Struct" => return "crate::wkt::Struct".to_owned(),
+        "google.protobuf.Value" => return "crate::wkt::Value".to_owned(),
+        "google.protobuf.ListValue" => return "crate::wkt::ListValue".to_owned(),
         _ if package == "google.protobuf" => return format!("::pbjson_types::{}", message.name()),
         _ => {}
     }
@@ -394,7 +397,7 @@ fn message_set_enum(out: &mut String, spec: &ConversationSpec, entries: &[Entry]
         );
     }
     out.push_str("            _ => None,\n        }\n    }\n\n");
-    out.push_str("    fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {\n        Some(match type_id {\n");
+    out.push_str("    #[inline]\n    fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {\n        Some(match type_id {\n");
     for e in entries {
         let _ = writeln!(
             out,
@@ -449,7 +452,7 @@ fn per_variant(
     signature: &str,
     body: impl Fn(&Entry) -> String,
 ) {
-    let _ = writeln!(out, "    {signature} {{\n        match self {{");
+    let _ = writeln!(out, "    #[inline]\n    {signature} {{\n        match self {{");
     for e in entries {
         let value = body(e);
         let binding = if value.contains("(m") { "m" } else { "_" };
@@ -505,7 +508,7 @@ fn any_message_enum(out: &mut String, all: &BTreeMap<usize, Vec<Entry>>) {
     }
     out.push_str("        }\n    }\n\n");
     let delegate = |out: &mut String, signature: &str, call: &str| {
-        let _ = writeln!(out, "    {signature} {{\n        match self {{");
+        let _ = writeln!(out, "    #[inline]\n    {signature} {{\n        match self {{");
         for s in &specs {
             let _ = writeln!(out, "            AnyMessage::{}(m) => m.{call},", s.variant);
         }

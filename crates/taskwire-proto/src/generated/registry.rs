@@ -660,6 +660,7 @@ impl MessageSet for SessionMessage {
         }
     }
 
+    #[inline]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0001 => <super::taskwire::session::v1::Hello as ::prost::Message>::decode(body).map(SessionMessage::Hello),
@@ -675,6 +676,7 @@ impl MessageSet for SessionMessage {
         })
     }
 
+    #[inline]
     fn type_id(&self) -> u16 {
         match self {
             SessionMessage::Hello(_) => 0x0001,
@@ -689,6 +691,7 @@ impl MessageSet for SessionMessage {
         }
     }
 
+    #[inline]
     fn name(&self) -> &'static str {
         match self {
             SessionMessage::Hello(_) => "taskwire.session.v1.Hello",
@@ -703,6 +706,7 @@ impl MessageSet for SessionMessage {
         }
     }
 
+    #[inline]
     fn body_len(&self) -> usize {
         match self {
             SessionMessage::Hello(m) => ::prost::Message::encoded_len(m),
@@ -717,6 +721,7 @@ impl MessageSet for SessionMessage {
         }
     }
 
+    #[inline]
     fn encode_body<B: BufMut>(&self, buf: &mut B) {
         match self {
             SessionMessage::Hello(m) => ::prost::Message::encode_raw(m, buf),
@@ -746,6 +751,7 @@ impl MessageSet for SessionMessage {
         }
     }
 
+    #[inline]
     fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             SessionMessage::Hello(m) => ::serde::Serialize::serialize(m, serializer),
@@ -1015,6 +1021,7 @@ impl MessageSet for InstanceMessage {
         }
     }
 
+    #[inline]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0100 => <super::taskwire::instance::v1::InstanceError as ::prost::Message>::decode(body).map(InstanceMessage::InstanceError),
@@ -1047,6 +1054,7 @@ impl MessageSet for InstanceMessage {
         })
     }
 
+    #[inline]
     fn type_id(&self) -> u16 {
         match self {
             InstanceMessage::InstanceError(_) => 0x0100,
@@ -1078,6 +1086,7 @@ impl MessageSet for InstanceMessage {
         }
     }
 
+    #[inline]
     fn name(&self) -> &'static str {
         match self {
             InstanceMessage::InstanceError(_) => "taskwire.instance.v1.InstanceError",
@@ -1109,6 +1118,7 @@ impl MessageSet for InstanceMessage {
         }
     }
 
+    #[inline]
     fn body_len(&self) -> usize {
         match self {
             InstanceMessage::InstanceError(m) => ::prost::Message::encoded_len(m),
@@ -1140,6 +1150,7 @@ impl MessageSet for InstanceMessage {
         }
     }
 
+    #[inline]
     fn encode_body<B: BufMut>(&self, buf: &mut B) {
         match self {
             InstanceMessage::InstanceError(m) => ::prost::Message::encode_raw(m, buf),
@@ -1203,6 +1214,7 @@ impl MessageSet for InstanceMessage {
         }
     }
 
+    #[inline]
     fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             InstanceMessage::InstanceError(m) => ::serde::Serialize::serialize(m, serializer),
@@ -1444,6 +1456,7 @@ impl MessageSet for EnvironmentMessage {
         }
     }
 
+    #[inline]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0200 => <super::taskwire::environment::v1::ImageInfo as ::prost::Message>::decode(body).map(EnvironmentMessage::ImageInfo),
@@ -1471,6 +1484,7 @@ impl MessageSet for EnvironmentMessage {
         })
     }
 
+    #[inline]
     fn type_id(&self) -> u16 {
         match self {
             EnvironmentMessage::ImageInfo(_) => 0x0200,
@@ -1497,6 +1511,7 @@ impl MessageSet for EnvironmentMessage {
         }
     }
 
+    #[inline]
     fn name(&self) -> &'static str {
         match self {
             EnvironmentMessage::ImageInfo(_) => "taskwire.environment.v1.ImageInfo",
@@ -1523,6 +1538,7 @@ impl MessageSet for EnvironmentMessage {
         }
     }
 
+    #[inline]
     fn body_len(&self) -> usize {
         match self {
             EnvironmentMessage::ImageInfo(m) => ::prost::Message::encoded_len(m),
@@ -1549,6 +1565,7 @@ impl MessageSet for EnvironmentMessage {
         }
     }
 
+    #[inline]
     fn encode_body<B: BufMut>(&self, buf: &mut B) {
         match self {
             EnvironmentMessage::ImageInfo(m) => ::prost::Message::encode_raw(m, buf),
@@ -1602,6 +1619,7 @@ impl MessageSet for EnvironmentMessage {
         }
     }
 
+    #[inline]
     fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             EnvironmentMessage::ImageInfo(m) => ::serde::Serialize::serialize(m, serializer),
@@ -1775,6 +1793,7 @@ impl MessageSet for ManagementMessage {
         }
     }
 
+    #[inline]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0300 => <super::taskwire::management::v1::HealthRequest as ::prost::Message>::decode(body).map(ManagementMessage::HealthRequest),
@@ -1795,6 +1814,7 @@ impl MessageSet for ManagementMessage {
         })
     }
 
+    #[inline]
     fn type_id(&self) -> u16 {
         match self {
             ManagementMessage::HealthRequest(_) => 0x0300,
@@ -1814,6 +1834,7 @@ impl MessageSet for ManagementMessage {
         }
     }
 
+    #[inline]
     fn name(&self) -> &'static str {
         match self {
             ManagementMessage::HealthRequest(_) => "taskwire.management.v1.HealthRequest",
@@ -1833,6 +1854,7 @@ impl MessageSet for ManagementMessage {
         }
     }
 
+    #[inline]
     fn body_len(&self) -> usize {
         match self {
             ManagementMessage::HealthRequest(m) => ::prost::Message::encoded_len(m),
@@ -1852,6 +1874,7 @@ impl MessageSet for ManagementMessage {
         }
     }
 
+    #[inline]
     fn encode_body<B: BufMut>(&self, buf: &mut B) {
         match self {
             ManagementMessage::HealthRequest(m) => ::prost::Message::encode_raw(m, buf),
@@ -1891,6 +1914,7 @@ impl MessageSet for ManagementMessage {
         }
     }
 
+    #[inline]
     fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             ManagementMessage::HealthRequest(m) => ::serde::Serialize::serialize(m, serializer),
@@ -1967,6 +1991,7 @@ impl MessageSet for RunnerMessage {
         }
     }
 
+    #[inline]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0400 => <super::taskwire::runner::v1::ExecutionRequest as ::prost::Message>::decode(body).map(RunnerMessage::ExecutionRequest),
@@ -1977,6 +2002,7 @@ impl MessageSet for RunnerMessage {
         })
     }
 
+    #[inline]
     fn type_id(&self) -> u16 {
         match self {
             RunnerMessage::ExecutionRequest(_) => 0x0400,
@@ -1986,6 +2012,7 @@ impl MessageSet for RunnerMessage {
         }
     }
 
+    #[inline]
     fn name(&self) -> &'static str {
         match self {
             RunnerMessage::ExecutionRequest(_) => "taskwire.runner.v1.ExecutionRequest",
@@ -1995,6 +2022,7 @@ impl MessageSet for RunnerMessage {
         }
     }
 
+    #[inline]
     fn body_len(&self) -> usize {
         match self {
             RunnerMessage::ExecutionRequest(m) => ::prost::Message::encoded_len(m),
@@ -2004,6 +2032,7 @@ impl MessageSet for RunnerMessage {
         }
     }
 
+    #[inline]
     fn encode_body<B: BufMut>(&self, buf: &mut B) {
         match self {
             RunnerMessage::ExecutionRequest(m) => ::prost::Message::encode_raw(m, buf),
@@ -2023,6 +2052,7 @@ impl MessageSet for RunnerMessage {
         }
     }
 
+    #[inline]
     fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             RunnerMessage::ExecutionRequest(m) => ::serde::Serialize::serialize(m, serializer),
@@ -2269,6 +2299,7 @@ impl MessageSet for JournalMessage {
         }
     }
 
+    #[inline]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0500 => <super::taskwire::journal::v1::Start as ::prost::Message>::decode(body).map(JournalMessage::Start),
@@ -2299,6 +2330,7 @@ impl MessageSet for JournalMessage {
         })
     }
 
+    #[inline]
     fn type_id(&self) -> u16 {
         match self {
             JournalMessage::Start(_) => 0x0500,
@@ -2328,6 +2360,7 @@ impl MessageSet for JournalMessage {
         }
     }
 
+    #[inline]
     fn name(&self) -> &'static str {
         match self {
             JournalMessage::Start(_) => "taskwire.journal.v1.Start",
@@ -2357,6 +2390,7 @@ impl MessageSet for JournalMessage {
         }
     }
 
+    #[inline]
     fn body_len(&self) -> usize {
         match self {
             JournalMessage::Start(m) => ::prost::Message::encoded_len(m),
@@ -2386,6 +2420,7 @@ impl MessageSet for JournalMessage {
         }
     }
 
+    #[inline]
     fn encode_body<B: BufMut>(&self, buf: &mut B) {
         match self {
             JournalMessage::Start(m) => ::prost::Message::encode_raw(m, buf),
@@ -2445,6 +2480,7 @@ impl MessageSet for JournalMessage {
         }
     }
 
+    #[inline]
     fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             JournalMessage::Start(m) => ::serde::Serialize::serialize(m, serializer),
@@ -2567,6 +2603,7 @@ impl MessageSet for AnyMessage {
         }
     }
 
+    #[inline]
     fn type_id(&self) -> u16 {
         match self {
             AnyMessage::Session(m) => m.type_id(),
@@ -2578,6 +2615,7 @@ impl MessageSet for AnyMessage {
         }
     }
 
+    #[inline]
     fn name(&self) -> &'static str {
         match self {
             AnyMessage::Session(m) => m.name(),
@@ -2589,6 +2627,7 @@ impl MessageSet for AnyMessage {
         }
     }
 
+    #[inline]
     fn body_len(&self) -> usize {
         match self {
             AnyMessage::Session(m) => m.body_len(),
@@ -2600,6 +2639,7 @@ impl MessageSet for AnyMessage {
         }
     }
 
+    #[inline]
     fn encode_body<B: BufMut>(&self, buf: &mut B) {
         match self {
             AnyMessage::Session(m) => m.encode_body(buf),
@@ -2623,6 +2663,7 @@ impl MessageSet for AnyMessage {
         }
     }
 
+    #[inline]
     fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             AnyMessage::Session(m) => m.serialize_json_body(serializer),

@@ -25,7 +25,7 @@ pub struct InstanceError {
     /// Structured context (stack trace, offending values). Unset if there is
     /// none.
     #[prost(message, optional, tag = "6")]
-    pub details: ::core::option::Option<::pbjson_types::Struct>,
+    pub details: ::core::option::Option<crate::wkt::Struct>,
 }
 /// Metadata of one stored checkpoint, without the state itself.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -18,7 +18,7 @@ pub struct ExecutionRequest {
     /// Arguments for the handler as a JSON-like object. Unset means no
     /// arguments.
     #[prost(message, optional, tag = "5")]
-    pub params: ::core::option::Option<::pbjson_types::Struct>,
+    pub params: ::core::option::Option<crate::wkt::Struct>,
     /// Attempt, queue, deadline and tracing details.
     #[prost(message, optional, tag = "6")]
     pub context: ::core::option::Option<execution_request::ExecutionContext>,
@@ -78,7 +78,7 @@ pub mod execution_outcome {
         /// The handler's return value as a JSON-like value. Unset means the
         /// handler returned nothing (null).
         #[prost(message, optional, tag = "1")]
-        pub result: ::core::option::Option<::pbjson_types::Value>,
+        pub result: ::core::option::Option<crate::wkt::Value>,
     }
     /// The handler raised an error. The orchestrator applies its retry policy.
     #[derive(Clone, PartialEq, ::prost::Message)]
@@ -95,7 +95,7 @@ pub mod execution_outcome {
         pub code: ::prost::alloc::string::String,
         /// Structured context (stack trace, offending values). Unset if none.
         #[prost(message, optional, tag = "4")]
-        pub details: ::core::option::Option<::pbjson_types::Struct>,
+        pub details: ::core::option::Option<crate::wkt::Struct>,
     }
     /// The handler asks for the job to be retried after a delay (e.g. it was
     /// rate limited); this does not count as a failure.

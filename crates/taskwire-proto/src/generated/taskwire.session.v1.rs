@@ -229,7 +229,7 @@ pub struct Status {
     /// Structured, machine-readable context (e.g. {"field": "instance_id"}).
     /// Unset if there is none.
     #[prost(message, optional, tag = "3")]
-    pub details: ::core::option::Option<::pbjson_types::Struct>,
+    pub details: ::core::option::Option<crate::wkt::Struct>,
     /// The callee's advice on retrying. UNSPECIFIED leaves it to the caller.
     #[prost(enumeration = "RetryHint", tag = "4")]
     pub retry: i32,
