@@ -64,7 +64,9 @@ fn decode(c: &mut Criterion) {
         let mut framed = BytesMut::new();
         let mut encoder = codecs().new_binary_message_codec::<InstanceMessage>();
         for _ in 0..BATCH {
-            encoder.encode(Frame::new(InstanceMessage::from(msg.clone())), &mut framed).unwrap();
+            encoder
+                .encode(Frame::new(InstanceMessage::from(msg.clone())), &mut framed)
+                .unwrap();
         }
         let mut codec = codecs().new_binary_message_codec::<InstanceMessage>();
         group.bench_function(BenchmarkId::new("framed-binary", label), |b| {
@@ -101,7 +103,11 @@ fn decode(c: &mut Criterion) {
         let contiguous = Bytes::from(body.repeat(BATCH));
         group.bench_function(BenchmarkId::new("bare-prost", label), |b| {
             b.iter_batched(
-                || (0..BATCH).map(|i| contiguous.slice(i * body.len()..(i + 1) * body.len())).collect::<Vec<_>>(),
+                || {
+                    (0..BATCH)
+                        .map(|i| contiguous.slice(i * body.len()..(i + 1) * body.len()))
+                        .collect::<Vec<_>>()
+                },
                 |bodies| {
                     for body in bodies {
                         std::hint::black_box(CheckpointRequest::decode(body).unwrap());
@@ -113,9 +119,13 @@ fn decode(c: &mut Criterion) {
 
         let mut delimited = BytesMut::new();
         for _ in 0..BATCH {
-            LengthDelimitedCodec::new().encode(body.clone(), &mut delimited).unwrap();
+            LengthDelimitedCodec::new()
+                .encode(body.clone(), &mut delimited)
+                .unwrap();
         }
-        let mut ldc = LengthDelimitedCodec::builder().max_frame_length(16 << 20).new_codec();
+        let mut ldc = LengthDelimitedCodec::builder()
+            .max_frame_length(16 << 20)
+            .new_codec();
         group.bench_function(BenchmarkId::new("length-delimited+prost", label), |b| {
             b.iter_batched(
                 || steady_state_buffer(&delimited),
@@ -182,7 +192,9 @@ fn json_decode(c: &mut Criterion) {
         let mut framed = BytesMut::new();
         let mut encoder = codecs().new_json_codec::<InstanceMessage>();
         for _ in 0..BATCH {
-            encoder.encode(Frame::new(InstanceMessage::from(msg.clone())), &mut framed).unwrap();
+            encoder
+                .encode(Frame::new(InstanceMessage::from(msg.clone())), &mut framed)
+                .unwrap();
         }
         let mut codec = codecs().new_json_codec::<InstanceMessage>();
         group.bench_function(BenchmarkId::new("framed-json", label), |b| {
@@ -203,7 +215,9 @@ fn json_decode(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("bare-serde-json", label), |b| {
             b.iter(|| {
                 for _ in 0..BATCH {
-                    std::hint::black_box(serde_json::from_slice::<CheckpointRequest>(&body).unwrap());
+                    std::hint::black_box(
+                        serde_json::from_slice::<CheckpointRequest>(&body).unwrap(),
+                    );
                 }
             });
         });

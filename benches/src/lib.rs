@@ -2,6 +2,8 @@
 //! taskwire figure as a ratio against the peer measured in the same run.
 #![forbid(unsafe_code)]
 
+pub mod load;
+
 use std::path::{Path, PathBuf};
 
 /// A taskwire benchmark beside its peer, with the goal for `peer time ÷ taskwire time`
@@ -120,4 +122,72 @@ fn human(ns: f64) -> String {
     } else {
         format!("{ns:.1} ns")
     }
+}
+
+/// The median of each figure over several runs of one scenario, with its range.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Summary {
+    /// The transport.
+    pub transport: &'static str,
+    /// Calls in flight.
+    pub concurrency: usize,
+    /// Connections.
+    pub connections: usize,
+    /// Runs summarized.
+    pub runs: usize,
+    /// Calls per second: median, min, max.
+    pub calls_per_second: [f64; 3],
+    /// p50 latency in µs: median, min, max.
+    pub p50_us: [f64; 3],
+    /// p99 latency in µs: median, min, max.
+    pub p99_us: [f64; 3],
+    /// p99.9 latency in µs: median, min, max.
+    pub p999_us: [f64; 3],
+    /// Failed calls over all runs.
+    pub errors: u64,
+}
+
+fn median_min_max(mut values: Vec<f64>) -> [f64; 3] {
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    [median, values[0], values[values.len() - 1]]
+}
+
+/// Summarizes runs of one scenario (at least one).
+pub fn summarize(reports: &[load::Report]) -> Summary {
+    let first = &reports[0];
+    Summary {
+        transport: first.transport,
+        concurrency: first.concurrency,
+        connections: first.connections,
+        runs: reports.len(),
+        calls_per_second: median_min_max(reports.iter().map(|r| r.calls_per_second).collect()),
+        p50_us: median_min_max(reports.iter().map(|r| r.p50_us).collect()),
+        p99_us: median_min_max(reports.iter().map(|r| r.p99_us).collect()),
+        p999_us: median_min_max(reports.iter().map(|r| r.p999_us).collect()),
+        errors: reports.iter().map(|r| r.errors).sum(),
+    }
+}
+
+/// A Markdown table of load summaries.
+pub fn load_table(rows: &[Summary]) -> String {
+    let mut out = String::from(
+        "| transport | concurrency | connections | calls/s (min–max) | p50 µs | p99 µs | p99.9 µs | errors |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.0} | {:.0} | {:.0} | {} |\n",
+            r.transport,
+            r.concurrency,
+            r.connections,
+            r.calls_per_second[0],
+            r.calls_per_second[1],
+            r.calls_per_second[2],
+            r.p50_us[0],
+            r.p99_us[0],
+            r.p999_us[0],
+            r.errors
+        ));
+    }
+    out
 }

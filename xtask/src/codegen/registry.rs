@@ -452,7 +452,10 @@ fn per_variant(
     signature: &str,
     body: impl Fn(&Entry) -> String,
 ) {
-    let _ = writeln!(out, "    #[inline]\n    {signature} {{\n        match self {{");
+    let _ = writeln!(
+        out,
+        "    #[inline]\n    {signature} {{\n        match self {{"
+    );
     for e in entries {
         let value = body(e);
         let binding = if value.contains("(m") { "m" } else { "_" };
@@ -508,7 +511,10 @@ fn any_message_enum(out: &mut String, all: &BTreeMap<usize, Vec<Entry>>) {
     }
     out.push_str("        }\n    }\n\n");
     let delegate = |out: &mut String, signature: &str, call: &str| {
-        let _ = writeln!(out, "    #[inline]\n    {signature} {{\n        match self {{");
+        let _ = writeln!(
+            out,
+            "    #[inline]\n    {signature} {{\n        match self {{"
+        );
         for s in &specs {
             let _ = writeln!(out, "            AnyMessage::{}(m) => m.{call},", s.variant);
         }

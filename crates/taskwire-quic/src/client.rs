@@ -1,0 +1,810 @@
+//! The client: connects, negotiates, and makes typed calls of every shape; reconnects
+//! with backoff.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use prost::Message as _;
+use quinn::{Endpoint, RecvStream, SendStream};
+use rand::Rng as _;
+use taskwire_codec::{Frame, RawFrame};
+use taskwire_proto::registry::SessionMessage;
+use taskwire_proto::session::v1::{
+    Codec, GoAway, Negotiated, Ping, Pong, Refused, Status as StatusMessage,
+};
+use taskwire_proto::{MessageSet, Rpc, WireMessage};
+use taskwire_rpc::session::{Agreed, ClientSession, agreed};
+use taskwire_rpc::{CallError, CallOptions, Status};
+use tokio::sync::oneshot;
+
+use crate::codes;
+use crate::wire::{FrameReader, encode, read_error, write};
+use crate::{Limits, QuicError};
+
+/// What a client needs: whom to reach and how to trust it.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The server's UDP address.
+    pub server_addr: SocketAddr,
+    /// The name the server's certificate must carry (DNS name or IP address).
+    pub server_name: String,
+    /// TLS 1.3 configuration with the ALPN `taskwire/1`, for example from
+    /// `taskwire_tls::ClientConfigBuilder` with `tls13_only(true)`.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Limits; see [`Limits`] for defaults.
+    pub limits: Limits,
+    /// What the client announces in its Hello.
+    pub session: ClientSession,
+    /// The local address to bind. Default `0.0.0.0:0` (or `[::]:0` for IPv6 servers).
+    pub bind_addr: Option<SocketAddr>,
+    /// How [`QuicClient::connection`] reconnects.
+    pub reconnect: ReconnectPolicy,
+}
+
+impl ClientConfig {
+    /// A configuration with default limits, session and reconnection policy.
+    pub fn new(
+        server_addr: SocketAddr,
+        server_name: impl Into<String>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> ClientConfig {
+        ClientConfig {
+            server_addr,
+            server_name: server_name.into(),
+            tls,
+            limits: Limits::default(),
+            session: ClientSession::default(),
+            bind_addr: None,
+            reconnect: ReconnectPolicy::default(),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter between reconnection attempts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReconnectPolicy {
+    /// The first delay's upper bound. Default 50 ms.
+    pub initial_backoff: Duration,
+    /// The largest delay. Default 5 s.
+    pub max_backoff: Duration,
+    /// Attempts before giving up with `UNAVAILABLE`. Default 10.
+    pub max_attempts: u32,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+            max_attempts: 10,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The delay before attempt `attempt` (0-based): uniformly random up to
+    /// `min(max, initial × 2^attempt)`, so that many clients do not retry in step.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .initial_backoff
+            .saturating_mul(1 << attempt.min(20))
+            .min(self.max_backoff);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rand::rng().random_range(0..=nanos))
+    }
+}
+
+/// A QUIC client: one endpoint, one cached connection, reconnected on demand.
+#[derive(Debug)]
+pub struct QuicClient {
+    endpoint: Endpoint,
+    config: ClientConfig,
+    client_config: quinn::ClientConfig,
+    current: tokio::sync::Mutex<Option<Connection>>,
+}
+
+impl QuicClient {
+    /// Binds the client's endpoint. Must be called inside a tokio runtime.
+    pub fn new(config: ClientConfig) -> Result<QuicClient, QuicError> {
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::clone(&config.tls))
+            .map_err(|e| {
+                QuicError::Tls(format!(
+                    "the TLS configuration cannot make QUIC connections: {e}"
+                ))
+            })?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+        client_config.transport_config(config.limits.transport_config());
+        let bind = config.bind_addr.unwrap_or_else(|| {
+            if config.server_addr.is_ipv6() {
+                "[::]:0".parse().expect("literal")
+            } else {
+                "0.0.0.0:0".parse().expect("literal")
+            }
+        });
+        let endpoint =
+            Endpoint::client(bind).map_err(|e| QuicError::Io(format!("binding {bind}: {e}")))?;
+        Ok(QuicClient {
+            endpoint,
+            config,
+            client_config,
+            current: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Makes a new connection and negotiates its session.
+    pub async fn connect(&self) -> Result<Connection, CallError> {
+        let limits = self.config.limits;
+        let connecting = self
+            .endpoint
+            .connect_with(
+                self.client_config.clone(),
+                self.config.server_addr,
+                &self.config.server_name,
+            )
+            .map_err(|e| {
+                CallError::Unavailable(format!("connecting to {}: {e}", self.config.server_addr))
+            })?;
+        let connection = tokio::time::timeout(limits.handshake_timeout, connecting)
+            .await
+            .map_err(|_| {
+                CallError::Unavailable(format!(
+                    "TLS handshake with {} timed out",
+                    self.config.server_addr
+                ))
+            })?
+            .map_err(|e| {
+                CallError::Unavailable(format!(
+                    "TLS handshake with {}: {e}",
+                    self.config.server_addr
+                ))
+            })?;
+        let negotiation = async {
+            let (mut send, recv) = connection
+                .open_bi()
+                .await
+                .map_err(|e| CallError::Unavailable(format!("opening the control stream: {e}")))?;
+            let mut bytes = BytesMut::new();
+            let hello = self.config.session.hello(Codec::Protobuf);
+            encode(
+                &Frame::new(SessionMessage::from(hello)),
+                limits.max_hello_length,
+                &mut bytes,
+            )?;
+            write(&mut send, &bytes, false).await?;
+            let mut reader = FrameReader::new(recv, limits.max_frame_length, false);
+            let frame = reader.next().await.map_err(read_error)?.ok_or_else(|| {
+                CallError::Unavailable(
+                    "the server closed the control stream without answering the Hello".into(),
+                )
+            })?;
+            let answer = match frame.decode::<SessionMessage>()?.message {
+                SessionMessage::Negotiated(n) => Ok(n),
+                SessionMessage::Refused(r) => Err(r),
+                other => {
+                    return Err(CallError::Protocol(format!(
+                        "the server answered the Hello with {}",
+                        other.name()
+                    )));
+                }
+            };
+            let negotiated: Result<Negotiated, Refused> = answer;
+            let agreed = agreed(negotiated)?;
+            Ok::<_, CallError>((agreed, send, reader))
+        };
+        let (agreed, control_send, control_reader) =
+            tokio::time::timeout(limits.hello_timeout, negotiation)
+                .await
+                .map_err(|_| {
+                    CallError::Unavailable("the server did not answer the Hello in time".into())
+                })??;
+        let inner = Arc::new(Inner {
+            connection,
+            agreed,
+            next_request_id: AtomicU64::new(1),
+            going_away: AtomicBool::new(false),
+            response_limit: self.config.session.max_frame_length,
+            control: tokio::sync::Mutex::new(control_send),
+            pongs: Mutex::new(Vec::new()),
+        });
+        tokio::spawn(control_loop(Arc::clone(&inner), control_reader));
+        Ok(Connection { inner })
+    }
+
+    /// The cached connection if it is alive; otherwise a new one, retried with
+    /// [`ReconnectPolicy`] backoff. A refusal that cannot be retried is returned at once.
+    pub async fn connection(&self) -> Result<Connection, CallError> {
+        let mut current = self.current.lock().await;
+        if let Some(connection) = current.as_ref()
+            && connection.is_usable()
+        {
+            return Ok(connection.clone());
+        }
+        *current = None;
+        let policy = self.config.reconnect;
+        let mut last = None;
+        for attempt in 0..policy.max_attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(policy.backoff(attempt - 1)).await;
+            }
+            match self.connect().await {
+                Ok(connection) => {
+                    *current = Some(connection.clone());
+                    return Ok(connection);
+                }
+                Err(error) if !error.is_retryable() => return Err(error),
+                Err(error) => {
+                    tracing::debug!(attempt, %error, "connection attempt failed");
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| CallError::Unavailable("no connection attempt was made".into())))
+    }
+
+    /// A unary call on the cached connection (reconnecting if needed).
+    pub async fn call<R>(&self, request: R) -> Result<R::Response, CallError>
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+    {
+        self.connection().await?.call(request).await
+    }
+
+    /// The client's local address.
+    pub fn local_addr(&self) -> Result<SocketAddr, QuicError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|e| QuicError::Io(e.to_string()))
+    }
+
+    /// Closes the cached connection and the endpoint.
+    pub async fn close(&self) {
+        if let Some(connection) = self.current.lock().await.take() {
+            connection.close();
+        }
+        self.endpoint.close(codes::CLOSE_NO_ERROR, b"client closed");
+    }
+}
+
+struct Inner {
+    connection: quinn::Connection,
+    agreed: Agreed,
+    next_request_id: AtomicU64,
+    going_away: AtomicBool,
+    /// The client's own frame limit, announced in its Hello, bounds what it reads.
+    response_limit: u32,
+    control: tokio::sync::Mutex<SendStream>,
+    pongs: Mutex<Vec<(u64, oneshot::Sender<()>)>>,
+}
+
+/// Reads GoAway and Pong frames from the server.
+async fn control_loop(inner: Arc<Inner>, mut reader: FrameReader) {
+    while let Ok(Some(frame)) = reader.next().await {
+        if frame.type_id == GoAway::TYPE_ID {
+            inner.going_away.store(true, Ordering::Release);
+            if let Ok(go_away) = GoAway::decode(frame.body) {
+                tracing::info!(
+                    reason = go_away.reason,
+                    last = go_away.last_accepted_request_id,
+                    "server sent GoAway"
+                );
+            }
+        } else if frame.type_id == Pong::TYPE_ID
+            && let Ok(pong) = Pong::decode(frame.body)
+        {
+            let mut pongs = inner.pongs.lock().expect("pongs lock");
+            if let Some(index) = pongs.iter().position(|(nonce, _)| *nonce == pong.nonce) {
+                let _ = pongs.swap_remove(index).1.send(());
+            }
+        }
+    }
+}
+
+/// A negotiated connection. Cheap to clone; calls on clones share it.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("remote", &self.inner.connection.remote_address())
+            .field("agreed", &self.inner.agreed)
+            .finish()
+    }
+}
+
+/// Resets both halves of a call's stream with `CANCELLED` unless the call completed, so
+/// that dropping a call's future tells the server, whose handler's token then fires.
+struct CallStream {
+    send: SendStream,
+    reader: FrameReader,
+    done: bool,
+}
+
+impl CallStream {
+    fn recv(&mut self) -> &mut RecvStream {
+        self.reader.stream_mut()
+    }
+}
+
+impl Drop for CallStream {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.send.reset(codes::RESET_CANCELLED);
+            let _ = self.recv().stop(codes::RESET_CANCELLED);
+        }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> CallError {
+    CallError::Unavailable(error.to_string())
+}
+
+/// Decodes an answer frame: the expected type, or a status, or a protocol error.
+fn answer<T: WireMessage>(frame: RawFrame) -> Result<T, CallError> {
+    if frame.type_id == T::TYPE_ID {
+        return T::decode(frame.body)
+            .map_err(|e| CallError::Protocol(format!("undecodable {}: {e}", T::NAME)));
+    }
+    if frame.type_id == StatusMessage::TYPE_ID {
+        return Err(status_error(frame));
+    }
+    Err(CallError::Protocol(format!(
+        "expected {} or a Status, got type {:#06x}",
+        T::NAME,
+        frame.type_id
+    )))
+}
+
+/// The error a status frame carries.
+fn status_error(frame: RawFrame) -> CallError {
+    match StatusMessage::decode(frame.body) {
+        Ok(status) => CallError::Status(Status::from_message(status)),
+        Err(e) => CallError::Protocol(format!("undecodable Status: {e}")),
+    }
+}
+
+/// How long [`Connection::ping`] waits for its Pong.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Connection {
+    /// The limits negotiated for this connection.
+    pub fn agreed(&self) -> Agreed {
+        self.inner.agreed
+    }
+
+    /// Whether new calls can be made: the connection is open and the server has not
+    /// sent GoAway.
+    pub fn is_usable(&self) -> bool {
+        self.inner.connection.close_reason().is_none()
+            && !self.inner.going_away.load(Ordering::Acquire)
+    }
+
+    /// Why the connection closed, if it has.
+    pub fn close_reason(&self) -> Option<quinn::ConnectionError> {
+        self.inner.connection.close_reason()
+    }
+
+    /// quinn's statistics for this connection.
+    pub fn stats(&self) -> quinn::ConnectionStats {
+        self.inner.connection.stats()
+    }
+
+    /// The server's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.inner.connection.remote_address()
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.inner
+            .connection
+            .close(codes::CLOSE_NO_ERROR, b"closed by the client");
+    }
+
+    /// Measures a round trip on the control stream.
+    pub async fn ping(&self) -> Result<Duration, CallError> {
+        let nonce = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pongs
+            .lock()
+            .expect("pongs lock")
+            .push((nonce, tx));
+        let mut bytes = BytesMut::new();
+        encode(
+            &Frame::new(SessionMessage::from(Ping {
+                nonce,
+                sent_at: None,
+            })),
+            u32::MAX,
+            &mut bytes,
+        )?;
+        let started = Instant::now();
+        self.inner
+            .control
+            .lock()
+            .await
+            .write_all(&bytes)
+            .await
+            .map_err(unavailable)?;
+        tokio::time::timeout(PING_TIMEOUT, rx)
+            .await
+            .map_err(|_| CallError::Unavailable("no Pong".into()))?
+            .map_err(|_| CallError::Unavailable("the connection closed".into()))?;
+        Ok(started.elapsed())
+    }
+
+    fn check_usable(&self) -> Result<(), CallError> {
+        if let Some(reason) = self.inner.connection.close_reason() {
+            return Err(CallError::Unavailable(format!(
+                "the connection is closed: {reason}"
+            )));
+        }
+        if self.inner.going_away.load(Ordering::Acquire) {
+            return Err(CallError::Unavailable(
+                "the server is going away; reconnect".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens a call's stream and writes its opening frames; `end` marks the request as
+    /// the last frame the client sends.
+    async fn open<M: MessageSet>(
+        &self,
+        first: M,
+        options: &CallOptions,
+        end: bool,
+    ) -> Result<CallStream, CallError> {
+        self.check_usable()?;
+        let max = self.inner.agreed.max_frame_length;
+        let request_id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = BytesMut::new();
+        if options.has_header() {
+            encode(
+                &Frame::new(SessionMessage::from(options.to_header(request_id))),
+                max,
+                &mut bytes,
+            )?;
+        }
+        let frame = if end {
+            Frame::new(first).end_stream()
+        } else {
+            Frame::new(first)
+        };
+        encode(&frame, max, &mut bytes)?;
+        let (mut send, recv) = self.inner.connection.open_bi().await.map_err(unavailable)?;
+        write(&mut send, &bytes, end).await?;
+        Ok(CallStream {
+            send,
+            reader: FrameReader::new(recv, self.inner.response_limit, false),
+            done: false,
+        })
+    }
+
+    /// A unary call.
+    pub async fn call<R>(&self, request: R) -> Result<R::Response, CallError>
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+    {
+        self.call_with(request, CallOptions::default()).await
+    }
+
+    /// A unary call with options (deadline, trace context, idempotency key).
+    pub async fn call_with<R>(
+        &self,
+        request: R,
+        options: CallOptions,
+    ) -> Result<R::Response, CallError>
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+    {
+        let call = async {
+            let mut stream = self.open(request, &options, true).await?;
+            let frame = stream
+                .reader
+                .next()
+                .await
+                .map_err(read_error)?
+                .ok_or_else(|| {
+                    CallError::Unavailable("the stream ended without an answer".into())
+                })?;
+            stream.done = true;
+            answer::<R::Response>(frame)
+        };
+        with_timeout(options.get_timeout(), call).await
+    }
+
+    /// A one-way call: sent, and not answered.
+    pub async fn send_event<R: Rpc>(&self, request: R) -> Result<(), CallError> {
+        let mut stream = self.open(request, &CallOptions::default(), true).await?;
+        stream.done = true;
+        let _ = stream.recv().stop(codes::CLOSE_NO_ERROR);
+        Ok(())
+    }
+
+    /// A server-streaming call: the items arrive on the returned stream.
+    pub async fn server_stream<R>(
+        &self,
+        request: R,
+        options: CallOptions,
+    ) -> Result<ResponseStream<R::Response>, CallError>
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+    {
+        let deadline = options.get_timeout().map(|t| Instant::now() + t);
+        let stream = self.open(request, &options, true).await?;
+        Ok(ResponseStream {
+            stream,
+            deadline,
+            finished: false,
+            _items: std::marker::PhantomData,
+        })
+    }
+
+    /// A client-streaming call opening with `first`: send more items, then
+    /// [`finish`](ClientStream::finish) for the answer.
+    pub async fn client_stream<R>(
+        &self,
+        first: R,
+        options: CallOptions,
+    ) -> Result<ClientStream<R>, CallError>
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+    {
+        let deadline = options.get_timeout().map(|t| Instant::now() + t);
+        let stream = self.open(first, &options, false).await?;
+        Ok(ClientStream {
+            stream,
+            deadline,
+            max: self.inner.agreed.max_frame_length,
+            _items: std::marker::PhantomData,
+        })
+    }
+
+    /// A bidirectional stream opening with `first`, carrying messages of the set `M` both
+    /// ways.
+    pub async fn bidi<M: MessageSet>(
+        &self,
+        first: M,
+        options: CallOptions,
+    ) -> Result<BidiStream<M>, CallError> {
+        let deadline = options.get_timeout().map(|t| Instant::now() + t);
+        let stream = self.open(first, &options, false).await?;
+        Ok(BidiStream {
+            stream,
+            deadline,
+            max: self.inner.agreed.max_frame_length,
+            finished: false,
+            _items: std::marker::PhantomData,
+        })
+    }
+}
+
+async fn with_timeout<T>(
+    timeout: Option<Duration>,
+    call: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    match timeout {
+        Some(timeout) => tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| CallError::DeadlineExceeded(timeout))?,
+        None => call.await,
+    }
+}
+
+async fn until<T>(
+    deadline: Option<Instant>,
+    future: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), future)
+            .await
+            .map_err(|_| {
+                CallError::DeadlineExceeded(deadline.saturating_duration_since(Instant::now()))
+            })?,
+        None => future.await,
+    }
+}
+
+/// Items of a server-streaming call. Dropping it cancels the call.
+pub struct ResponseStream<T> {
+    stream: CallStream,
+    deadline: Option<Instant>,
+    finished: bool,
+    _items: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for ResponseStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl<T: WireMessage> ResponseStream<T> {
+    /// The next item; `Ok(None)` when the server ended the stream successfully.
+    pub async fn message(&mut self) -> Result<Option<T>, CallError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let next = until(self.deadline, async {
+            self.stream.reader.next().await.map_err(read_error)
+        })
+        .await;
+        match next {
+            Ok(None) => {
+                self.finished = true;
+                self.stream.done = true;
+                Ok(None)
+            }
+            Ok(Some(frame)) => {
+                if frame.flags.is_end_stream() {
+                    self.finished = true;
+                    self.stream.done = true;
+                }
+                answer::<T>(frame).map(Some).inspect_err(|_| {
+                    self.finished = true;
+                    self.stream.done = true;
+                })
+            }
+            Err(error) => {
+                self.finished = true;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// The sending side of a client-streaming call. Dropping it unfinished cancels the call.
+pub struct ClientStream<R> {
+    stream: CallStream,
+    deadline: Option<Instant>,
+    max: u32,
+    _items: std::marker::PhantomData<fn(R)>,
+}
+
+impl<R> std::fmt::Debug for ClientStream<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientStream").finish()
+    }
+}
+
+impl<R> ClientStream<R>
+where
+    R: Rpc,
+    R::Response: WireMessage,
+{
+    /// Sends one more item, waiting while the server reads slower than the client sends
+    /// (QUIC flow control). Fails with the server's status if it already answered.
+    pub async fn send(&mut self, item: R) -> Result<(), CallError> {
+        let mut bytes = BytesMut::new();
+        encode(&Frame::new(item), self.max, &mut bytes)?;
+        let written = until(self.deadline, async {
+            self.stream
+                .send
+                .write_all(&bytes)
+                .await
+                .map_err(unavailable)
+        })
+        .await;
+        if written.is_err() {
+            // The server may have answered early (a refused upload): its status is the
+            // better error.
+            if let Ok(Ok(Some(frame))) =
+                tokio::time::timeout(Duration::from_millis(500), self.stream.reader.next()).await
+            {
+                self.stream.done = true;
+                return answer::<R::Response>(frame).map(|_| ());
+            }
+        }
+        written
+    }
+
+    /// Ends the stream and waits for the answer.
+    pub async fn finish(mut self) -> Result<R::Response, CallError> {
+        let _ = self.stream.send.finish();
+        let frame = until(self.deadline, async {
+            self.stream.reader.next().await.map_err(read_error)
+        })
+        .await?
+        .ok_or_else(|| CallError::Unavailable("the stream ended without an answer".into()))?;
+        self.stream.done = true;
+        answer::<R::Response>(frame)
+    }
+}
+
+/// Both sides of a bidirectional stream. Dropping it unfinished cancels the call.
+pub struct BidiStream<M> {
+    stream: CallStream,
+    deadline: Option<Instant>,
+    max: u32,
+    finished: bool,
+    _items: std::marker::PhantomData<fn(M) -> M>,
+}
+
+impl<M> std::fmt::Debug for BidiStream<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BidiStream")
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl<M: MessageSet> BidiStream<M> {
+    /// Sends a message; `end` marks it as the client's last.
+    pub async fn send(&mut self, message: impl Into<M>, end: bool) -> Result<(), CallError> {
+        let frame = if end {
+            Frame::new(message.into()).end_stream()
+        } else {
+            Frame::new(message.into())
+        };
+        let mut bytes = BytesMut::new();
+        encode(&frame, self.max, &mut bytes)?;
+        until(self.deadline, async {
+            write(&mut self.stream.send, &bytes, end).await
+        })
+        .await
+    }
+
+    /// The next message from the server; `Ok(None)` when it ended the stream. A status
+    /// frame ends the stream with [`CallError::Status`].
+    pub async fn message(&mut self) -> Result<Option<M>, CallError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let next = until(self.deadline, async {
+            self.stream.reader.next().await.map_err(read_error)
+        })
+        .await;
+        match next? {
+            None => {
+                self.finished = true;
+                self.stream.done = true;
+                Ok(None)
+            }
+            Some(frame) if frame.type_id == StatusMessage::TYPE_ID => {
+                self.finished = true;
+                self.stream.done = true;
+                Err(status_error(frame))
+            }
+            Some(frame) => {
+                if frame.flags.is_end_stream() {
+                    self.finished = true;
+                    self.stream.done = true;
+                }
+                Ok(Some(frame.decode::<M>()?.message))
+            }
+        }
+    }
+}
+
+/// `send_request(&connection, request)`: a unary call whose response type is known from
+/// the request's type at compile time.
+///
+/// ```no_run
+/// # async fn run(connection: taskwire_quic::Connection) -> Result<(), taskwire_rpc::CallError> {
+/// use taskwire_proto::instance::v1::{RegisterInstanceRequest, RegisterInstanceResponse};
+///
+/// let request = RegisterInstanceRequest { instance_id: "order-7".into(), ..Default::default() };
+/// let response: RegisterInstanceResponse = taskwire_quic::send_request(&connection, request).await?;
+/// # Ok(()) }
+/// ```
+pub async fn send_request<R>(connection: &Connection, request: R) -> Result<R::Response, CallError>
+where
+    R: Rpc,
+    R::Response: WireMessage,
+{
+    connection.call(request).await
+}

@@ -1,0 +1,1062 @@
+//! The server: accepts connections, negotiates each session, runs calls through a
+//! [`Router`], and shuts down gracefully.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use prost::Message as _;
+use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
+use taskwire_codec::{CodecError, Flags, Frame, RawFrame};
+use taskwire_proto::WireMessage;
+use taskwire_proto::registry::SessionMessage;
+use taskwire_proto::session::v1::go_away::GoAwayReason;
+use taskwire_proto::session::v1::refused::RefusalReason;
+use taskwire_proto::session::v1::{CallHeader, Codec, GoAway, Hello, Ping, Pong, Refused};
+use taskwire_proto::wkt;
+use taskwire_rpc::session::{ServerSession, refusal};
+use taskwire_rpc::{CallContext, Dispatch, PeerInfo, Router, Status};
+use taskwire_tls::PeerIdentity;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::codes;
+use crate::wire::{FrameReader, encode, encode_raw, status_frame, write};
+use crate::{Limits, QuicError};
+
+/// What a server needs: where to listen, its TLS configuration, its limits and what it
+/// offers in the handshake.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The UDP address to bind, e.g. `127.0.0.1:0` for an ephemeral port.
+    pub bind_addr: SocketAddr,
+    /// TLS 1.3 configuration with the ALPN `taskwire/1`, for example from
+    /// `taskwire_tls::ServerConfigBuilder` with `tls13_only(true)`.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Limits; see [`Limits`] for defaults.
+    pub limits: Limits,
+    /// What the server announces in Negotiated. The frame and call limits are taken from
+    /// `limits`.
+    pub session: ServerSession,
+    /// Decides, after a valid Hello, whether to serve the peer: a refusal (for example
+    /// `UNAUTHENTICATED` without a client certificate, `RATE_LIMITED`, `OVERLOADED`)
+    /// is sent as Refused. Default: admit everyone the TLS configuration admits.
+    pub admission: Option<Admission>,
+}
+
+/// An admission check run after each Hello; see [`ServerConfig::admission`].
+#[derive(Clone)]
+pub struct Admission(Arc<AdmitFn>);
+
+type AdmitFn = dyn Fn(&PeerInfo, &Hello) -> Result<(), Refused> + Send + Sync;
+
+impl Admission {
+    /// Wraps `check`.
+    pub fn new(
+        check: impl Fn(&PeerInfo, &Hello) -> Result<(), Refused> + Send + Sync + 'static,
+    ) -> Admission {
+        Admission(Arc::new(check))
+    }
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admission(..)")
+    }
+}
+
+impl ServerConfig {
+    /// A configuration with default limits and session, admitting everyone the TLS
+    /// configuration admits.
+    pub fn new(bind_addr: SocketAddr, tls: Arc<rustls::ServerConfig>) -> ServerConfig {
+        ServerConfig {
+            bind_addr,
+            tls,
+            limits: Limits::default(),
+            session: ServerSession::default(),
+            admission: None,
+        }
+    }
+}
+
+/// Counts a server keeps, readable while it runs.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections that completed the handshake.
+    pub connections_accepted: AtomicU64,
+    /// Connections refused at the QUIC handshake for a connection limit.
+    pub connections_refused: AtomicU64,
+    /// Connections closed for a protocol violation, Hello timeout or spent budget.
+    pub connections_closed_for_cause: AtomicU64,
+    /// Calls started.
+    pub calls_started: AtomicU64,
+    /// Calls answered with a status other than success.
+    pub calls_failed: AtomicU64,
+    /// Calls the client cancelled.
+    pub calls_cancelled: AtomicU64,
+}
+
+struct Live {
+    connection: Connection,
+    control: Arc<tokio::sync::Mutex<SendStream>>,
+    last_request_id: Arc<AtomicU64>,
+}
+
+struct Shared {
+    limits: Limits,
+    session: ServerSession,
+    admission: Option<Admission>,
+    router: Mutex<Option<Arc<Router>>>,
+    router_ready: Notify,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    connections: AtomicUsize,
+    live: Mutex<HashMap<usize, Live>>,
+    draining: CancellationToken,
+    calls: TaskTracker,
+    stats: ServerStats,
+    next_connection: AtomicU64,
+}
+
+/// A QUIC server. Made with [`QuicServer::new`]; run with [`QuicServer::serve`].
+///
+/// ```no_run
+/// # async fn run(tls: std::sync::Arc<rustls::ServerConfig>) -> Result<(), Box<dyn std::error::Error>> {
+/// use taskwire_quic::{QuicServer, ServerConfig};
+/// use taskwire_rpc::Router;
+/// use taskwire_proto::session::v1::{Ping, Pong};
+///
+/// let server = QuicServer::new(ServerConfig::new("127.0.0.1:0".parse()?, tls))?;
+/// let mut router = Router::new();
+/// router.unary(|_ctx, ping: Ping| async move { Ok(Pong { nonce: ping.nonce, sent_at: ping.sent_at }) });
+/// let handle = server.serve(router);
+/// println!("listening on {}", handle.local_addr());
+/// handle.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct QuicServer {
+    endpoint: Endpoint,
+    shared: Arc<Shared>,
+    ready: mpsc::Receiver<ServerConnection>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for QuicServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicServer")
+            .field("local_addr", &self.endpoint.local_addr().ok())
+            .finish()
+    }
+}
+
+impl QuicServer {
+    /// Binds the endpoint and starts accepting connections. Must be called inside a tokio
+    /// runtime.
+    pub fn new(config: ServerConfig) -> Result<QuicServer, QuicError> {
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config.tls)
+            .map_err(|e| QuicError::Tls(format!("the TLS configuration cannot serve QUIC: {e}")))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server_config.transport_config(config.limits.transport_config());
+        let endpoint = Endpoint::server(server_config, config.bind_addr)
+            .map_err(|e| QuicError::Io(format!("binding {}: {e}", config.bind_addr)))?;
+        let mut session = config.session;
+        session.codecs = vec![Codec::Protobuf];
+        session.max_frame_length = config.limits.max_frame_length;
+        session.max_concurrent_calls = config.limits.max_concurrent_calls;
+        session.keep_alive_interval = config.limits.keep_alive_interval;
+        let shared = Arc::new(Shared {
+            limits: config.limits,
+            session,
+            admission: config.admission,
+            router: Mutex::new(None),
+            router_ready: Notify::new(),
+            per_ip: Mutex::new(HashMap::new()),
+            connections: AtomicUsize::new(0),
+            live: Mutex::new(HashMap::new()),
+            draining: CancellationToken::new(),
+            calls: TaskTracker::new(),
+            stats: ServerStats::default(),
+            next_connection: AtomicU64::new(1),
+        });
+        let (ready_tx, ready) = mpsc::channel(64);
+        let acceptor = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared), ready_tx));
+        Ok(QuicServer {
+            endpoint,
+            shared,
+            ready,
+            acceptor,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .expect("a bound endpoint has an address")
+    }
+
+    /// The next connection that completed its handshake and Hello. Connections that fail
+    /// on the way are logged and skipped; `None` once the server is shut down.
+    pub async fn accept(&mut self) -> Option<ServerConnection> {
+        self.ready.recv().await
+    }
+
+    /// Serves every connection with `router`, in the background.
+    pub fn serve(mut self, router: Router) -> ServerHandle {
+        *self.shared.router.lock().expect("router lock") = Some(Arc::new(router));
+        self.shared.router_ready.notify_waiters();
+        let shared = Arc::clone(&self.shared);
+        let serving = tokio::spawn(async move {
+            while let Some(connection) = self.ready.recv().await {
+                let router = shared
+                    .router
+                    .lock()
+                    .expect("router lock")
+                    .clone()
+                    .expect("set above");
+                let span = tracing::info_span!(
+                    "connection",
+                    peer = ?connection.peer.address,
+                    tenant = connection.peer.tenant().unwrap_or(""),
+                    client = %connection.peer.name,
+                );
+                tokio::spawn(connection.serve(router).instrument(span));
+            }
+        });
+        ServerHandle {
+            endpoint: self.endpoint,
+            shared: self.shared,
+            acceptor: self.acceptor,
+            serving,
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    endpoint: Endpoint,
+    shared: Arc<Shared>,
+    acceptor: tokio::task::JoinHandle<()>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("connections", &self.connections.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// What a graceful shutdown achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections that were sent a GoAway.
+    pub connections: usize,
+    /// Whether every call in flight finished within the drain timeout.
+    pub drained: bool,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .expect("a bound endpoint has an address")
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.shared.stats
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Shuts down gracefully: refuses new connections and Hellos, sends GoAway on every
+    /// connection (naming the last call it will answer), waits up to the drain timeout for
+    /// calls in flight, then closes every connection with `SHUTDOWN`.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let shared = &self.shared;
+        shared.draining.cancel();
+        let live: Vec<(Connection, Arc<tokio::sync::Mutex<SendStream>>, u64)> = shared
+            .live
+            .lock()
+            .expect("live lock")
+            .values()
+            .map(|l| {
+                (
+                    l.connection.clone(),
+                    Arc::clone(&l.control),
+                    l.last_request_id.load(Ordering::Acquire),
+                )
+            })
+            .collect();
+        let drain = shared.limits.drain_timeout;
+        for (connection, control, last) in &live {
+            connection.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(0));
+            let go_away = GoAway {
+                reason: GoAwayReason::Shutdown as i32,
+                message: "server shutting down".into(),
+                last_accepted_request_id: *last,
+                drain_timeout: Some(wkt::Duration::from(drain)),
+            };
+            let mut bytes = BytesMut::new();
+            if encode(
+                &Frame::new(SessionMessage::from(go_away)),
+                u32::MAX,
+                &mut bytes,
+            )
+            .is_ok()
+            {
+                let mut control = control.lock().await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), control.write_all(&bytes)).await;
+            }
+        }
+        shared.calls.close();
+        let drained = tokio::time::timeout(drain, shared.calls.wait())
+            .await
+            .is_ok();
+        for (connection, _, _) in &live {
+            connection.close(codes::CLOSE_SHUTDOWN, b"server shut down");
+        }
+        self.endpoint
+            .close(codes::CLOSE_SHUTDOWN, b"server shut down");
+        self.acceptor.abort();
+        self.serving.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        ShutdownReport {
+            connections: live.len(),
+            drained,
+        }
+    }
+
+    /// Stops at once: closes the endpoint without a GoAway or drain, like a crash. For
+    /// tests of what clients see when a server dies.
+    pub fn abort(self) {
+        self.endpoint
+            .close(codes::CLOSE_SHUTDOWN, b"server aborted");
+        self.acceptor.abort();
+        self.serving.abort();
+    }
+}
+
+/// Releases a connection's slot in the limits when it ends.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        let mut per_ip = self.shared.per_ip.lock().expect("per-ip lock");
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn take_slot(shared: &Arc<Shared>, ip: IpAddr) -> Option<Slot> {
+    let mut per_ip = shared.per_ip.lock().expect("per-ip lock");
+    let count = per_ip.entry(ip).or_insert(0);
+    if *count >= shared.limits.max_connections_per_ip
+        || shared.connections.load(Ordering::Acquire) >= shared.limits.max_connections
+    {
+        return None;
+    }
+    *count += 1;
+    shared.connections.fetch_add(1, Ordering::AcqRel);
+    Some(Slot {
+        shared: Arc::clone(shared),
+        ip,
+    })
+}
+
+async fn accept_loop(
+    endpoint: Endpoint,
+    shared: Arc<Shared>,
+    ready: mpsc::Sender<ServerConnection>,
+) {
+    // One failed connection never ends the loop: each incoming runs in its own task.
+    while let Some(incoming) = endpoint.accept().await {
+        if shared.draining.is_cancelled() {
+            incoming.refuse();
+            continue;
+        }
+        let Some(slot) = take_slot(&shared, incoming.remote_address().ip()) else {
+            shared
+                .stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %incoming.remote_address(), "refused a connection over the connection limits");
+            incoming.refuse();
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        let ready = ready.clone();
+        let span = tracing::info_span!("connection", peer = %incoming.remote_address());
+        tokio::spawn(
+            async move {
+                match handshake(incoming, slot, &shared).await {
+                    Ok(connection) => {
+                        shared
+                            .stats
+                            .connections_accepted
+                            .fetch_add(1, Ordering::Relaxed);
+                        let _ = ready.send(connection).await;
+                    }
+                    Err(reason) => tracing::debug!(%reason, "connection failed before serving"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// A negotiated connection, ready to serve calls.
+pub struct ServerConnection {
+    connection: Connection,
+    peer: Arc<PeerInfo>,
+    control_send: Arc<tokio::sync::Mutex<SendStream>>,
+    control_recv: FrameReader,
+    shared: Arc<Shared>,
+    slot: Slot,
+    id: usize,
+    last_request_id: Arc<AtomicU64>,
+    client_max_frame_length: u32,
+}
+
+impl std::fmt::Debug for ServerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConnection")
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+async fn handshake(
+    incoming: Incoming,
+    slot: Slot,
+    shared: &Arc<Shared>,
+) -> Result<ServerConnection, String> {
+    let limits = shared.limits;
+    let connecting = incoming.accept().map_err(|e| format!("accepting: {e}"))?;
+    let connection = tokio::time::timeout(limits.handshake_timeout, connecting)
+        .await
+        .map_err(|_| "TLS handshake timed out".to_owned())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let identity = connection
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|certs| {
+            certs
+                .first()
+                .and_then(|leaf| PeerIdentity::from_certificate(leaf).ok())
+        })
+        .map(Arc::new);
+
+    let close = |code, reason: &str| {
+        shared
+            .stats
+            .connections_closed_for_cause
+            .fetch_add(1, Ordering::Relaxed);
+        connection.close(code, reason.as_bytes());
+        reason.to_owned()
+    };
+    let hello_deadline = Instant::now() + limits.hello_timeout;
+    let Ok(stream) = tokio::time::timeout_at(hello_deadline.into(), connection.accept_bi()).await
+    else {
+        return Err(close(
+            codes::CLOSE_HELLO_TIMEOUT,
+            "no Hello before the deadline",
+        ));
+    };
+    let (control_send, control_recv) =
+        stream.map_err(|e| format!("waiting for the Hello stream: {e}"))?;
+    let mut reader = FrameReader::new(control_recv, limits.max_hello_length, true);
+    let first = match tokio::time::timeout_at(hello_deadline.into(), reader.next()).await {
+        Err(_) => {
+            return Err(close(
+                codes::CLOSE_HELLO_TIMEOUT,
+                "no Hello before the deadline",
+            ));
+        }
+        Ok(Err(CodecError::FrameTooLarge { len, max })) => {
+            return Err(close(
+                codes::CLOSE_HELLO_TOO_LARGE,
+                &format!("Hello of {len} bytes over the {max}-byte limit"),
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(close(
+                codes::CLOSE_PROTOCOL_VIOLATION,
+                &format!("bad Hello frame: {e}"),
+            ));
+        }
+        Ok(Ok(None)) => {
+            return Err(close(
+                codes::CLOSE_PROTOCOL_VIOLATION,
+                "the Hello stream ended without a Hello",
+            ));
+        }
+        Ok(Ok(Some(frame))) => frame,
+    };
+    if first.type_id != Hello::TYPE_ID {
+        return Err(close(
+            codes::CLOSE_PROTOCOL_VIOLATION,
+            &format!(
+                "the first frame must be a Hello, not type {:#06x}",
+                first.type_id
+            ),
+        ));
+    }
+    let hello = match Hello::decode(first.body) {
+        Ok(hello) => hello,
+        Err(e) => {
+            return Err(close(
+                codes::CLOSE_PROTOCOL_VIOLATION,
+                &format!("undecodable Hello: {e}"),
+            ));
+        }
+    };
+    let id = usize::try_from(shared.next_connection.fetch_add(1, Ordering::Relaxed))
+        .unwrap_or(usize::MAX);
+    let client_max_frame_length = match hello.max_frame_length {
+        0 => taskwire_codec::DEFAULT_MAX_FRAME_LENGTH,
+        announced => announced,
+    };
+    let peer = PeerInfo {
+        address: Some(connection.remote_address()),
+        identity,
+        name: hello.peer_name.clone(),
+        version: hello.peer_version.clone(),
+        claimed_tenant: hello.tenant.clone(),
+    };
+    let answer = if shared.draining.is_cancelled() {
+        Err(refusal(
+            RefusalReason::ShuttingDown,
+            "the server is shutting down",
+            Some(Duration::from_secs(1)),
+        ))
+    } else if let Some(Err(refused)) = shared
+        .admission
+        .as_ref()
+        .map(|admission| (admission.0)(&peer, &hello))
+    {
+        Err(refused)
+    } else {
+        shared
+            .session
+            .negotiate(&hello, Codec::Protobuf, &format!("q{id}"))
+    };
+    let mut control_send = control_send;
+    let mut bytes = BytesMut::new();
+    match answer {
+        Ok(negotiated) => {
+            encode(
+                &Frame::new(SessionMessage::from(negotiated)),
+                u32::MAX,
+                &mut bytes,
+            )
+            .map_err(|e| e.to_string())?;
+            write(&mut control_send, &bytes, false)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Err(refused) => {
+            let reason = format!("refused: {}", refused.message);
+            encode(
+                &Frame::new(SessionMessage::from(refused)).end_stream(),
+                u32::MAX,
+                &mut bytes,
+            )
+            .map_err(|e| e.to_string())?;
+            let _ = write(&mut control_send, &bytes, true).await;
+            // Let the Refused frame reach the client before the close overtakes it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), control_send.stopped()).await;
+            return Err(close(codes::CLOSE_REFUSED, &reason));
+        }
+    }
+    let peer = Arc::new(peer);
+    let control_send = Arc::new(tokio::sync::Mutex::new(control_send));
+    let last_request_id = Arc::new(AtomicU64::new(0));
+    shared.live.lock().expect("live lock").insert(
+        id,
+        Live {
+            connection: connection.clone(),
+            control: Arc::clone(&control_send),
+            last_request_id: Arc::clone(&last_request_id),
+        },
+    );
+    Ok(ServerConnection {
+        connection,
+        peer,
+        control_send,
+        control_recv: reader,
+        shared: Arc::clone(shared),
+        slot,
+        id,
+        last_request_id,
+        client_max_frame_length,
+    })
+}
+
+impl ServerConnection {
+    /// The peer.
+    pub fn peer(&self) -> &Arc<PeerInfo> {
+        &self.peer
+    }
+
+    /// Serves calls on this connection with `router` until it closes.
+    pub async fn serve(self, router: Arc<Router>) {
+        let ServerConnection {
+            connection,
+            peer,
+            control_send,
+            control_recv,
+            shared,
+            slot,
+            id,
+            last_request_id,
+            client_max_frame_length,
+        } = self;
+        let budget = Arc::new(AtomicU32::new(shared.limits.cheap_event_budget));
+        let control = tokio::spawn(control_loop(
+            connection.clone(),
+            control_recv,
+            Arc::clone(&control_send),
+            shared.limits.max_frame_length,
+        ));
+        loop {
+            let accepted = tokio::select! {
+                accepted = connection.accept_bi() => accepted,
+                () = shared.draining.cancelled() => break,
+            };
+            let Ok((send, recv)) = accepted else { break };
+            let call = serve_call(
+                send,
+                recv,
+                Arc::clone(&peer),
+                Arc::clone(&router),
+                Arc::clone(&shared),
+                Arc::clone(&budget),
+                Arc::clone(&last_request_id),
+                connection.clone(),
+                client_max_frame_length,
+            );
+            shared.calls.spawn(call.in_current_span());
+        }
+        if !shared.draining.is_cancelled() {
+            let _ = connection.closed().await;
+        }
+        control.abort();
+        shared.live.lock().expect("live lock").remove(&id);
+        drop(slot);
+    }
+}
+
+/// Answers Pings and watches for protocol violations on the control stream.
+async fn control_loop(
+    connection: Connection,
+    mut reader: FrameReader,
+    send: Arc<tokio::sync::Mutex<SendStream>>,
+    max_frame_length: u32,
+) {
+    reader.set_max_frame_length(max_frame_length);
+    loop {
+        let frame = match reader.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(CodecError::Io(_)) => return,
+            Err(e) => {
+                connection.close(
+                    codes::CLOSE_PROTOCOL_VIOLATION,
+                    format!("bad control frame: {e}").as_bytes(),
+                );
+                return;
+            }
+        };
+        match frame.type_id {
+            id if id == Ping::TYPE_ID => {
+                let Ok(ping) = Ping::decode(frame.body) else {
+                    connection.close(codes::CLOSE_PROTOCOL_VIOLATION, b"undecodable Ping");
+                    return;
+                };
+                let mut bytes = BytesMut::new();
+                let pong = Pong {
+                    nonce: ping.nonce,
+                    sent_at: ping.sent_at,
+                };
+                if encode(
+                    &Frame::new(SessionMessage::from(pong)),
+                    u32::MAX,
+                    &mut bytes,
+                )
+                .is_ok()
+                {
+                    let _ = send.lock().await.write_all(&bytes).await;
+                }
+            }
+            id if id == GoAway::TYPE_ID => {}
+            id if id == Hello::TYPE_ID => {
+                connection.close(codes::CLOSE_PROTOCOL_VIOLATION, b"a second Hello");
+                return;
+            }
+            other => {
+                connection.close(
+                    codes::CLOSE_PROTOCOL_VIOLATION,
+                    format!("type {other:#06x} is not a control frame").as_bytes(),
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Spends one unit of the connection's cheap-event budget; closes it when spent.
+fn spend(budget: &AtomicU32, connection: &Connection, shared: &Shared) {
+    let before = budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1));
+    if before.is_err() || before == Ok(1) {
+        shared
+            .stats
+            .connections_closed_for_cause
+            .fetch_add(1, Ordering::Relaxed);
+        connection.close(
+            codes::CLOSE_LIMIT_EXCEEDED,
+            b"too many streams without a call",
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_call(
+    mut send: SendStream,
+    recv: RecvStream,
+    peer: Arc<PeerInfo>,
+    router: Arc<Router>,
+    shared: Arc<Shared>,
+    budget: Arc<AtomicU32>,
+    last_request_id: Arc<AtomicU64>,
+    connection: Connection,
+    client_max_frame_length: u32,
+) {
+    let limits = shared.limits;
+    let mut reader = FrameReader::new(recv, limits.max_frame_length, false);
+    let received = Instant::now();
+    // The call is an optional CallHeader, then the first request frame.
+    let mut context = CallContext::new(Arc::clone(&peer));
+    let mut header_seen = false;
+    let first = loop {
+        let frame = match reader.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(CodecError::Io(_)) => {
+                // Opened and finished or reset before any request: cheap for the peer.
+                spend(&budget, &connection, &shared);
+                let _ = send.reset(codes::RESET_CANCELLED);
+                return;
+            }
+            Err(e) => {
+                let status = Status::protocol_violation(e.to_string());
+                return fail_stream(&mut send, reader, &status).await;
+            }
+        };
+        if header_seen || frame.type_id != CallHeader::TYPE_ID {
+            break frame;
+        }
+        match CallHeader::decode(frame.body) {
+            Ok(header) => context = CallContext::from_header(Arc::clone(&peer), header, received),
+            Err(e) => {
+                let status = Status::invalid_argument(format!("bad CallHeader: {e}"));
+                return fail_stream(&mut send, reader, &status).await;
+            }
+        }
+        header_seen = true;
+    };
+    last_request_id.fetch_max(context.request_id, Ordering::AcqRel);
+    shared.stats.calls_started.fetch_add(1, Ordering::Relaxed);
+    let type_id = first.type_id;
+    let request_id = context.request_id;
+    let cancel = context.cancel.clone();
+    let deadline = context.deadline;
+    let started = Instant::now();
+    let message =
+        taskwire_proto::registry::by_type_id(type_id).map_or("<extension>", |info| info.name);
+    let span = tracing::debug_span!(
+        "call",
+        type_id = format_args!("{type_id:#06x}"),
+        message,
+        request_id
+    );
+    let outcome = async {
+        let dispatch = router.dispatch(context, first);
+        // Responses respect the frame limit the client announced in its Hello.
+        drive(
+            dispatch,
+            &mut send,
+            reader,
+            deadline,
+            &cancel,
+            client_max_frame_length,
+        )
+        .await
+    }
+    .instrument(span.clone())
+    .await;
+    let elapsed = started.elapsed();
+    if shared.draining.is_cancelled() {
+        // The server closes its connections once calls finish; wait until this answer has
+        // been acknowledged so the close does not overtake it.
+        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    }
+    match &outcome {
+        Outcome::Answered => tracing::debug!(parent: &span, ?elapsed, "call answered"),
+        Outcome::Failed(status) => {
+            shared.stats.calls_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(parent: &span, ?elapsed, %status, "call failed");
+        }
+        Outcome::Cancelled => {
+            shared.stats.calls_cancelled.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(parent: &span, ?elapsed, "call cancelled by the client");
+        }
+    }
+}
+
+enum Outcome {
+    Answered,
+    Failed(Status),
+    Cancelled,
+}
+
+async fn fail_stream(send: &mut SendStream, mut reader: FrameReader, status: &Status) {
+    let mut bytes = BytesMut::new();
+    if encode_raw(&status_frame(status), u32::MAX, &mut bytes).is_ok() {
+        let _ = write(send, &bytes, true).await;
+    }
+    let _ = reader.stream_mut().stop(codes::RESET_FRAME_ERROR);
+}
+
+/// Waits for the deadline, if there is one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send_frames(
+    send: &mut SendStream,
+    frame: &RawFrame,
+    max: u32,
+    finish: bool,
+) -> Result<(), Status> {
+    let mut bytes = BytesMut::new();
+    encode_raw(frame, max, &mut bytes).map_err(|e| match e {
+        CodecError::FrameTooLarge { len, max } => Status::resource_exhausted(format!(
+            "the response of {len} bytes exceeds the client's frame limit of {max} bytes"
+        ))
+        .with_retry(taskwire_proto::session::v1::RetryHint::DoNotRetry),
+        other => Status::internal(format!("encoding the response: {other}")),
+    })?;
+    write(send, &bytes, finish)
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))
+}
+
+/// Ends a call with its answer or its status.
+async fn answer(send: &mut SendStream, result: Result<RawFrame, Status>, max: u32) -> Outcome {
+    let outcome = match result {
+        Ok(mut frame) => {
+            frame.flags = frame.flags | Flags::END_STREAM;
+            match send_frames(send, &frame, max, true).await {
+                Ok(()) => return Outcome::Answered,
+                Err(status) => status,
+            }
+        }
+        Err(status) => status,
+    };
+    let _ = send_frames(send, &status_frame(&outcome), u32::MAX, true).await;
+    Outcome::Failed(outcome)
+}
+
+/// Feeds request frames from the stream into a handler's channel until END_STREAM.
+async fn pump_requests(mut reader: FrameReader, requests: mpsc::Sender<Result<RawFrame, Status>>) {
+    loop {
+        match reader.next().await {
+            Ok(Some(frame)) => {
+                let end = frame.flags.is_end_stream();
+                if requests.send(Ok(frame)).await.is_err() || end {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(CodecError::Io(e)) => {
+                let _ = requests
+                    .send(Err(Status::cancelled(format!(
+                        "the request stream failed: {e}"
+                    ))))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let _ = requests
+                    .send(Err(Status::protocol_violation(e.to_string())))
+                    .await;
+                let _ = reader.stream_mut().stop(codes::RESET_FRAME_ERROR);
+                return;
+            }
+        }
+    }
+}
+
+/// Forwards a handler's response frames onto the stream until the handler finishes.
+async fn pump_responses(
+    send: &mut SendStream,
+    mut responses: mpsc::Receiver<RawFrame>,
+    run: futures::future::BoxFuture<'static, Result<(), Status>>,
+    max: u32,
+) -> Outcome {
+    let mut run = pin!(run);
+    let mut result = None;
+    loop {
+        tokio::select! {
+            biased;
+            frame = responses.recv() => match frame {
+                Some(frame) => {
+                    if let Err(status) = send_frames(send, &frame, max, false).await {
+                        return Outcome::Failed(status);
+                    }
+                }
+                None => break,
+            },
+            r = &mut run, if result.is_none() => result = Some(r),
+        }
+    }
+    let result = match result {
+        Some(r) => r,
+        None => run.await,
+    };
+    match result {
+        Ok(()) => {
+            // END_STREAM on an empty closing frame is not possible without a message, so
+            // the stream's FIN marks the end of a successful stream.
+            let _ = send.finish();
+            Outcome::Answered
+        }
+        Err(status) => {
+            let _ = send_frames(send, &status_frame(&status), u32::MAX, true).await;
+            Outcome::Failed(status)
+        }
+    }
+}
+
+async fn drive(
+    dispatch: Dispatch,
+    send: &mut SendStream,
+    reader: FrameReader,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+    max: u32,
+) -> Outcome {
+    // Created before `work` borrows the stream: resolves when the client stops reading.
+    // A one-way caller never reads, so its stop means nothing.
+    let stopped = send.stopped();
+    let one_way = matches!(dispatch, Dispatch::OneWay(_));
+    let mut reader = Some(reader);
+    let work = async {
+        match dispatch {
+            Dispatch::Rejected(status) => answer(send, Err(status), max).await,
+            Dispatch::OneWay(run) => {
+                run.await;
+                let _ = send.finish();
+                Outcome::Answered
+            }
+            Dispatch::Unary(run) => {
+                let result = run.await;
+                answer(send, result, max).await
+            }
+            Dispatch::ServerStreaming { run, responses } => {
+                pump_responses(send, responses, run, max).await
+            }
+            Dispatch::ClientStreaming { run, requests } => {
+                let pump = tokio::spawn(pump_requests(reader.take().expect("reader"), requests));
+                let result = run.await;
+                pump.abort();
+                answer(send, result, max).await
+            }
+            Dispatch::Bidi {
+                run,
+                requests,
+                responses,
+            } => {
+                let pump = tokio::spawn(pump_requests(reader.take().expect("reader"), requests));
+                let outcome = pump_responses(send, responses, run, max).await;
+                pump.abort();
+                outcome
+            }
+            _ => {
+                answer(
+                    send,
+                    Err(Status::unimplemented("unsupported call shape")),
+                    max,
+                )
+                .await
+            }
+        }
+    };
+    // The handler runs until it answers, its deadline passes, or the client goes away
+    // (stops reading its response stream), whichever comes first.
+    let stopped = async move {
+        match stopped.await {
+            Ok(Some(code)) if !one_way => code,
+            _ => std::future::pending().await,
+        }
+    };
+    enum Ended {
+        Work(Outcome),
+        Deadline,
+        Stopped,
+    }
+    let ended = {
+        let mut work = pin!(work);
+        let ended = tokio::select! {
+            outcome = &mut work => Ended::Work(outcome),
+            () = until(deadline) => Ended::Deadline,
+            _ = stopped => Ended::Stopped,
+        };
+        // The token fires before the handler is dropped, so cleanup it runs on drop sees
+        // the cancellation.
+        if !matches!(ended, Ended::Work(_)) {
+            cancel.cancel();
+        }
+        ended
+    };
+    match ended {
+        Ended::Work(outcome) => outcome,
+        Ended::Deadline => {
+            let status =
+                Status::deadline_exceeded("the call's deadline passed before the handler answered");
+            let _ = send_frames(send, &status_frame(&status), u32::MAX, true).await;
+            Outcome::Failed(status)
+        }
+        Ended::Stopped => {
+            let _ = send.reset(codes::RESET_CANCELLED);
+            Outcome::Cancelled
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Frames on QUIC streams: every call is one bidirectional stream of binary frames with
+//! stream id 0.
+
+use bytes::BytesMut;
+use quinn::{RecvStream, SendStream};
+use taskwire_codec::tokio_util::codec::Encoder;
+use taskwire_codec::{BinaryCodec, Builder, CodecError, Flags, Frame, RawFrame};
+use taskwire_proto::MessageSet;
+use taskwire_rpc::{CallError, Status};
+
+/// Reads frames from one QUIC stream, bounded by a frame limit.
+pub(crate) struct FrameReader {
+    stream: RecvStream,
+    codec: BinaryCodec,
+    buffer: BytesMut,
+}
+
+impl FrameReader {
+    pub(crate) fn new(stream: RecvStream, max_frame_length: u32, first_frame: bool) -> Self {
+        let codec = Builder::new()
+            .max_frame_length(max_frame_length)
+            .first_frame_done(!first_frame)
+            .new_binary_codec();
+        FrameReader {
+            stream,
+            codec,
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// The next frame; `None` when the peer finished the stream between frames.
+    pub(crate) async fn next(&mut self) -> Result<Option<RawFrame>, CodecError> {
+        taskwire_codec::io::read_frame(&mut self.stream, &mut self.codec, &mut self.buffer).await
+    }
+
+    /// Changes the frame limit, for example from the Hello's to the connection's.
+    pub(crate) fn set_max_frame_length(&mut self, max: u32) {
+        self.codec.set_max_frame_length(max);
+    }
+
+    pub(crate) fn stream_mut(&mut self) -> &mut RecvStream {
+        &mut self.stream
+    }
+}
+
+/// Appends `frame` with stream id 0 to `out`, within `max` bytes.
+pub(crate) fn encode_raw(frame: &RawFrame, max: u32, out: &mut BytesMut) -> Result<(), CodecError> {
+    Builder::new()
+        .max_frame_length(max)
+        .first_frame_done(true)
+        .new_binary_codec()
+        .encode(frame, out)
+}
+
+/// Appends a typed frame.
+pub(crate) fn encode<M: MessageSet>(
+    frame: &Frame<M>,
+    max: u32,
+    out: &mut BytesMut,
+) -> Result<(), CodecError> {
+    Builder::new()
+        .max_frame_length(max)
+        .first_frame_done(true)
+        .new_binary_codec()
+        .encode(frame, out)
+}
+
+/// The status frame that ends a call.
+pub(crate) fn status_frame(status: &Status) -> RawFrame {
+    let mut frame = RawFrame::encode(&Frame::new(status.to_message()));
+    frame.flags = frame.flags | Flags::END_STREAM;
+    frame
+}
+
+/// Writes `bytes` and, if `finish`, ends the stream.
+pub(crate) async fn write(
+    stream: &mut SendStream,
+    bytes: &[u8],
+    finish: bool,
+) -> Result<(), CallError> {
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(|e| CallError::Unavailable(format!("writing to the stream: {e}")))?;
+    if finish {
+        let _ = stream.finish();
+    }
+    Ok(())
+}
+
+/// A codec error on a call stream, as the caller sees it.
+pub(crate) fn read_error(error: CodecError) -> CallError {
+    match error {
+        CodecError::Io(io) => CallError::Unavailable(format!("reading the stream: {io}")),
+        other => CallError::Codec(other),
+    }
+}

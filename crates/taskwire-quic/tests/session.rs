@@ -1,0 +1,550 @@
+//! The handshake, every refusal reason, and every limit, seen from the peer.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{client, close_code, frame_bytes, pki, raw_connect, start, within};
+use taskwire_proto::session::v1::refused::RefusalReason;
+use taskwire_proto::session::v1::{Codec, Conversation, Hello, Ping, Pong};
+use taskwire_quic::{Admission, ClientConfig, Limits, QuicClient, QuicServer, ServerConfig, codes};
+use taskwire_rpc::session::{ClientSession, ServerSession, refusal};
+use taskwire_rpc::{CallError, Router};
+
+fn echo() -> Router {
+    let mut router = Router::new();
+    router.unary(|_ctx, ping: Ping| async move {
+        Ok(Pong {
+            nonce: ping.nonce,
+            sent_at: ping.sent_at,
+        })
+    });
+    router
+}
+
+fn refused_reason(result: Result<taskwire_quic::Connection, CallError>) -> RefusalReason {
+    match result {
+        Err(CallError::Refused { reason, .. }) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn each_refusal_reason_reaches_the_client_typed() {
+    let pki = pki();
+
+    // Decided by negotiation.
+    let server = start(&pki, Limits::default(), echo());
+    let mut config = ClientConfig::new(server.local_addr(), "localhost", Arc::clone(&pki.client));
+    config.session = ClientSession {
+        max_frame_length: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        refused_reason(within(10, QuicClient::new(config).unwrap().connect()).await),
+        RefusalReason::FrameLimitTooSmall
+    );
+
+    let mut config = ClientConfig::new(server.local_addr(), "localhost", Arc::clone(&pki.client));
+    config.session = ClientSession {
+        conversations: vec![Conversation::Runner],
+        ..Default::default()
+    };
+    let mut server_config = ServerConfig::new(common::localhost(), Arc::clone(&pki.server));
+    server_config.session = ServerSession {
+        conversations: vec![Conversation::Instance],
+        ..Default::default()
+    };
+    let narrow = QuicServer::new(server_config).unwrap().serve(echo());
+    config.server_addr = narrow.local_addr();
+    assert_eq!(
+        refused_reason(within(10, QuicClient::new(config).unwrap().connect()).await),
+        RefusalReason::ConversationNotSupported
+    );
+
+    // Decided by the admission hook: every reason an application refuses with.
+    for reason in [
+        RefusalReason::Unauthenticated,
+        RefusalReason::PermissionDenied,
+        RefusalReason::RateLimited,
+        RefusalReason::Overloaded,
+        RefusalReason::Internal,
+    ] {
+        let mut config = ServerConfig::new(common::localhost(), Arc::clone(&pki.server));
+        config.admission = Some(Admission::new(move |_peer, _hello| {
+            Err(refusal(reason, "not today", Some(Duration::from_secs(7))))
+        }));
+        let server = QuicServer::new(config).unwrap().serve(echo());
+        match within(10, client(&pki, server.local_addr()).connect()).await {
+            Err(CallError::Refused {
+                reason: got,
+                retry_after,
+                message,
+            }) => {
+                assert_eq!(got, reason);
+                assert_eq!(retry_after, Some(Duration::from_secs(7)));
+                assert_eq!(message, "not today");
+            }
+            other => panic!("{reason:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn unsupported_versions_and_codecs_are_refused() {
+    let pki = pki();
+    let server = start(&pki, Limits::default(), echo());
+    for (hello, expected) in [
+        (
+            Hello {
+                min_version: 2,
+                max_version: 3,
+                ..ClientSession::default().hello(Codec::Protobuf)
+            },
+            RefusalReason::UnsupportedVersion,
+        ),
+        (
+            ClientSession::default().hello(Codec::Json),
+            RefusalReason::CodecNotSupported,
+        ),
+    ] {
+        let connection = raw_connect(&pki, server.local_addr()).await;
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        send.write_all(&frame_bytes(hello)).await.unwrap();
+        let answer = within(10, recv.read_to_end(1 << 16)).await.unwrap();
+        let refused = taskwire_codec::io::SyncReader::new(
+            answer.as_slice(),
+            taskwire_codec::Builder::new()
+                .new_binary_message_codec::<taskwire_proto::session::v1::Refused>(),
+        )
+        .read()
+        .unwrap()
+        .unwrap()
+        .message;
+        assert_eq!(RefusalReason::try_from(refused.reason).unwrap(), expected);
+        assert_eq!(
+            close_code(&connection).await,
+            codes::CLOSE_REFUSED.into_inner()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hello_never_sent_closes_the_connection_at_the_deadline() {
+    let pki = pki();
+    let mut limits = Limits::default();
+    limits.hello_timeout(Duration::from_millis(300));
+    let server = start(&pki, limits, echo());
+    let connection = raw_connect(&pki, server.local_addr()).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        close_code(&connection).await,
+        codes::CLOSE_HELLO_TIMEOUT.into_inner()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A stream opened but the Hello never finished: the same deadline.
+    let connection = raw_connect(&pki, server.local_addr()).await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(&frame_bytes(ClientSession::default().hello(Codec::Protobuf))[..7])
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&connection).await,
+        codes::CLOSE_HELLO_TIMEOUT.into_inner()
+    );
+}
+
+#[tokio::test]
+async fn a_hello_over_its_limit_is_refused_before_it_is_read() {
+    let pki = pki();
+    let server = start(&pki, Limits::default(), echo());
+    let connection = raw_connect(&pki, server.local_addr()).await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    let hello = Hello {
+        peer_name: "x".repeat(70_000),
+        ..ClientSession::default().hello(Codec::Protobuf)
+    };
+    let mut bytes = frame_bytes(hello);
+    bytes.truncate(1024);
+    send.write_all(&bytes).await.unwrap();
+    assert_eq!(
+        close_code(&connection).await,
+        codes::CLOSE_HELLO_TOO_LARGE.into_inner()
+    );
+}
+
+#[tokio::test]
+async fn calls_before_the_hello_and_a_second_hello_are_protocol_violations() {
+    let pki = pki();
+    let server = start(&pki, Limits::default(), echo());
+
+    let connection = raw_connect(&pki, server.local_addr()).await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(&frame_bytes(Ping::default())).await.unwrap();
+    assert_eq!(
+        close_code(&connection).await,
+        codes::CLOSE_PROTOCOL_VIOLATION.into_inner()
+    );
+
+    let connection = raw_connect(&pki, server.local_addr()).await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    let hello = frame_bytes(ClientSession::default().hello(Codec::Protobuf));
+    send.write_all(&hello).await.unwrap();
+    send.write_all(&hello).await.unwrap();
+    assert_eq!(
+        close_code(&connection).await,
+        codes::CLOSE_PROTOCOL_VIOLATION.into_inner()
+    );
+}
+
+#[tokio::test]
+async fn garbage_first_bytes_close_the_connection_and_the_server_keeps_serving() {
+    let pki = pki();
+    let server = start(&pki, Limits::default(), echo());
+    let connection = raw_connect(&pki, server.local_addr()).await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    assert_eq!(
+        close_code(&connection).await,
+        codes::CLOSE_PROTOCOL_VIOLATION.into_inner()
+    );
+
+    let good = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    within(
+        10,
+        good.call(Ping {
+            nonce: 5,
+            sent_at: None,
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn connections_past_the_limits_are_refused() {
+    let pki = pki();
+    let mut limits = Limits::default();
+    limits.max_connections(2);
+    let server = start(&pki, limits, echo());
+    let a = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    let b = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    let third = within(10, client(&pki, server.local_addr()).connect()).await;
+    assert!(matches!(third, Err(CallError::Unavailable(_))), "{third:?}");
+    assert_eq!(
+        server.stats().connections_refused.load(Ordering::Relaxed),
+        1
+    );
+    drop((a, b));
+
+    let mut limits = Limits::default();
+    limits.max_connections_per_ip(1);
+    let server = start(&pki, limits, echo());
+    let _a = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    assert!(
+        within(10, client(&pki, server.local_addr()).connect())
+            .await
+            .is_err(),
+        "a second connection from 127.0.0.1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_never_exceed_the_stream_limit() {
+    let pki = pki();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut router = Router::new();
+    let (r, p) = (Arc::clone(&running), Arc::clone(&peak));
+    router.unary(move |_ctx, ping: Ping| {
+        let (running, peak) = (Arc::clone(&r), Arc::clone(&p));
+        async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(Pong {
+                nonce: ping.nonce,
+                sent_at: None,
+            })
+        }
+    });
+    let mut limits = Limits::default();
+    limits.max_concurrent_calls(8);
+    let server = start(&pki, limits, router);
+    let connection = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    assert_eq!(
+        connection.agreed().max_concurrent_calls,
+        8,
+        "the limit is announced in Negotiated"
+    );
+    let calls: Vec<_> = (0..64u64)
+        .map(|nonce| {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                connection
+                    .call(Ping {
+                        nonce,
+                        sent_at: None,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        within(30, call).await.unwrap().unwrap();
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 8, "{peak} calls ran at once past a limit of 8");
+    assert!(peak >= 2, "calls did not overlap at all");
+}
+
+#[tokio::test]
+async fn a_frame_over_the_announced_limit_is_refused_by_the_sender() {
+    let pki = pki();
+    let mut limits = Limits::default();
+    limits.max_frame_length(16 * 1024);
+    let server = start(&pki, limits, echo());
+    let connection = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    assert_eq!(connection.agreed().max_frame_length, 16 * 1024);
+    let big = taskwire_proto::instance::v1::RegisterInstanceRequest {
+        input: vec![0; 32 * 1024].into(),
+        ..Default::default()
+    };
+    match within(10, connection.call(big)).await {
+        Err(CallError::Codec(taskwire_codec::CodecError::FrameTooLarge { max, .. })) => {
+            assert_eq!(max, 16 * 1024);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_from_a_rogue_peer_fails_its_call() {
+    let pki = pki();
+    let mut limits = Limits::default();
+    limits.max_frame_length(16 * 1024);
+    let server = start(&pki, limits, echo());
+    let connection = raw_connect(&pki, server.local_addr()).await;
+    let (mut control, _control_recv) = connection.open_bi().await.unwrap();
+    control
+        .write_all(&frame_bytes(
+            ClientSession::default().hello(Codec::Protobuf),
+        ))
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let mut header = frame_bytes(Ping::default());
+    header[8..12].copy_from_slice(&(1_000_000u32).to_be_bytes());
+    send.write_all(&header).await.unwrap();
+    let answer = within(10, recv.read_to_end(1 << 16)).await.unwrap();
+    let status = taskwire_codec::io::SyncReader::new(
+        answer.as_slice(),
+        taskwire_codec::Builder::new()
+            .first_frame_done(true)
+            .new_binary_message_codec::<taskwire_proto::session::v1::Status>(),
+    )
+    .read()
+    .unwrap()
+    .unwrap()
+    .message;
+    assert_eq!(
+        status.code,
+        taskwire_proto::session::v1::StatusCode::ProtocolViolation as i32
+    );
+    assert!(status.message.contains("limit"), "{}", status.message);
+}
+
+#[tokio::test]
+async fn streams_opened_and_reset_past_the_budget_close_the_connection() {
+    let pki = pki();
+    let mut limits = Limits::default();
+    limits.cheap_event_budget(50);
+    let server = start(&pki, limits, echo());
+    let connection = raw_connect(&pki, server.local_addr()).await;
+    let (mut control, _control_recv) = connection.open_bi().await.unwrap();
+    control
+        .write_all(&frame_bytes(
+            ClientSession::default().hello(Codec::Protobuf),
+        ))
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let Ok((mut send, _recv)) = connection.open_bi().await else {
+            break;
+        };
+        let _ = send.write_all(&[0]).await;
+        let _ = send.reset(quinn::VarInt::from_u32(0));
+        if connection.close_reason().is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        close_code(&connection).await,
+        codes::CLOSE_LIMIT_EXCEEDED.into_inner()
+    );
+}
+
+#[tokio::test]
+async fn a_response_over_the_clients_announced_limit_becomes_a_status() {
+    let pki = pki();
+    let mut router = Router::new();
+    router.unary(|_ctx, _ping: Ping| async move {
+        Ok(Pong {
+            nonce: 1,
+            sent_at: None,
+        })
+    });
+    router.route_unary(
+        |_ctx, _request: taskwire_proto::instance::v1::GetCheckpointRequest| async move {
+            let state = vec![7u8; 20 * 1024];
+            Ok(taskwire_proto::instance::v1::GetCheckpointResponse {
+                checkpoint: Some(taskwire_proto::instance::v1::Checkpoint {
+                    state: state.into(),
+                    ..Default::default()
+                }),
+            })
+        },
+    );
+    let server = start(&pki, Limits::default(), router);
+    let mut config = ClientConfig::new(server.local_addr(), "localhost", Arc::clone(&pki.client));
+    config.session = ClientSession {
+        max_frame_length: 8 * 1024,
+        ..Default::default()
+    };
+    let connection = within(10, QuicClient::new(config).unwrap().connect())
+        .await
+        .unwrap();
+    match within(
+        10,
+        connection.call(taskwire_proto::instance::v1::GetCheckpointRequest::default()),
+    )
+    .await
+    {
+        Err(CallError::Status(status)) => {
+            assert_eq!(status.code(), taskwire_rpc::StatusCode::ResourceExhausted);
+            assert!(status.message().contains("8192"), "{status}");
+        }
+        other => panic!("{other:?}"),
+    }
+    within(10, connection.call(Ping::default()))
+        .await
+        .expect("small responses still flow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_during_shutdown_is_refused_as_shutting_down() {
+    let pki = pki();
+    let mut router = echo();
+    router.route_unary(
+        |_ctx, _request: taskwire_proto::instance::v1::GetCheckpointRequest| async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok(taskwire_proto::instance::v1::GetCheckpointResponse::default())
+        },
+    );
+    let server = start(&pki, Limits::default(), router);
+    // One call keeps the drain going while a handshake-only connection says Hello.
+    let busy = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    let slow = tokio::spawn(async move {
+        busy.call(taskwire_proto::instance::v1::GetCheckpointRequest::default())
+            .await
+    });
+    let late = raw_connect(&pki, server.local_addr()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let shutdown = tokio::spawn(server.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (mut send, mut recv) = late.open_bi().await.unwrap();
+    send.write_all(&frame_bytes(
+        ClientSession::default().hello(Codec::Protobuf),
+    ))
+    .await
+    .unwrap();
+    let answer = within(10, recv.read_to_end(1 << 16)).await.unwrap();
+    let refused = taskwire_codec::io::SyncReader::new(
+        answer.as_slice(),
+        taskwire_codec::Builder::new()
+            .new_binary_message_codec::<taskwire_proto::session::v1::Refused>(),
+    )
+    .read()
+    .unwrap()
+    .unwrap()
+    .message;
+    assert_eq!(
+        RefusalReason::try_from(refused.reason).unwrap(),
+        RefusalReason::ShuttingDown
+    );
+    assert!(
+        refused.retry_after.is_some(),
+        "a shutting-down refusal says when to retry"
+    );
+    within(10, slow)
+        .await
+        .unwrap()
+        .expect("the call in flight was drained");
+    assert!(within(20, shutdown).await.unwrap().drained);
+}
+
+#[tokio::test]
+async fn an_idle_connection_closes_at_the_idle_timeout_and_calls_then_fail_fast() {
+    let pki = pki();
+    let mut limits = Limits::default();
+    limits
+        .idle_timeout(Duration::from_millis(400))
+        .keep_alive_interval(None);
+    let server = start(&pki, limits, echo());
+    let connection = within(
+        10,
+        common::client_with(&pki, server.local_addr(), limits).connect(),
+    )
+    .await
+    .unwrap();
+    within(10, connection.call(Ping::default())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        !connection.is_usable(),
+        "the connection outlived its idle timeout"
+    );
+    let error = within(2, connection.call(Ping::default()))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CallError::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn keep_alives_hold_an_idle_connection_open_past_the_idle_timeout() {
+    let pki = pki();
+    let mut limits = Limits::default();
+    limits
+        .idle_timeout(Duration::from_millis(600))
+        .keep_alive_interval(Some(Duration::from_millis(150)));
+    let server = start(&pki, limits, echo());
+    let connection = within(
+        10,
+        common::client_with(&pki, server.local_addr(), limits).connect(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        connection.is_usable(),
+        "keep-alives did not hold the connection open"
+    );
+    within(10, connection.call(Ping::default())).await.unwrap();
+}

@@ -1,0 +1,348 @@
+//! Handlers by request type, for every call shape.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use taskwire_codec::{Frame, RawFrame};
+use taskwire_proto::registry::{self, CallShape};
+use taskwire_proto::{MessageSet, Rpc, WireMessage};
+use tokio::sync::mpsc;
+
+use crate::stream::{RequestStream, ResponseSink, channel_capacity};
+use crate::{CallContext, Status};
+
+type UnaryFn =
+    dyn Fn(CallContext, Bytes) -> BoxFuture<'static, Result<RawFrame, Status>> + Send + Sync;
+type OneWayFn = dyn Fn(CallContext, Bytes) -> BoxFuture<'static, ()> + Send + Sync;
+type ServerStreamingFn = dyn Fn(CallContext, Bytes, mpsc::Sender<RawFrame>) -> BoxFuture<'static, Result<(), Status>>
+    + Send
+    + Sync;
+type ClientStreamingFn = dyn Fn(
+        CallContext,
+        mpsc::Receiver<Result<RawFrame, Status>>,
+    ) -> BoxFuture<'static, Result<RawFrame, Status>>
+    + Send
+    + Sync;
+type BidiFn = dyn Fn(
+        CallContext,
+        mpsc::Receiver<Result<RawFrame, Status>>,
+        mpsc::Sender<RawFrame>,
+    ) -> BoxFuture<'static, Result<(), Status>>
+    + Send
+    + Sync;
+type AuthorizeFn = dyn Fn(&CallContext, u16) -> Result<(), Status> + Send + Sync;
+
+#[derive(Clone)]
+enum Handler {
+    Unary(Arc<UnaryFn>),
+    OneWay(Arc<OneWayFn>),
+    ServerStreaming(Arc<ServerStreamingFn>),
+    ClientStreaming(Arc<ClientStreamingFn>),
+    Bidi(Arc<BidiFn>),
+}
+
+impl Handler {
+    fn shape(&self) -> CallShape {
+        match self {
+            Handler::Unary(_) => CallShape::Unary,
+            Handler::OneWay(_) => CallShape::OneWay,
+            Handler::ServerStreaming(_) => CallShape::ServerStreaming,
+            Handler::ClientStreaming(_) => CallShape::ClientStreaming,
+            Handler::Bidi(_) => CallShape::BidiStreaming,
+        }
+    }
+}
+
+/// Routes each call to the handler registered for the type of its first frame.
+///
+/// ```
+/// use taskwire_rpc::{Router, Status};
+/// use taskwire_proto::runner::v1::{ExecutionOutcome, ExecutionRequest};
+///
+/// let mut router = Router::new();
+/// router.unary(|_ctx, request: ExecutionRequest| async move {
+///     if request.function_name.is_empty() {
+///         return Err(Status::invalid_argument("function_name is empty"));
+///     }
+///     Ok(ExecutionOutcome { job_id: request.job_id, request_id: request.request_id, ..Default::default() })
+/// });
+/// assert!(router.handles(<ExecutionRequest as taskwire_proto::WireMessage>::TYPE_ID));
+/// ```
+#[derive(Clone, Default)]
+pub struct Router {
+    handlers: HashMap<u16, Handler>,
+    authorize: Option<Arc<AuthorizeFn>>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut routes: Vec<String> = self
+            .handlers
+            .iter()
+            .map(|(id, h)| {
+                let name = registry::by_type_id(*id).map_or("<extension>", |info| info.name);
+                format!("{id:#06x} {name} ({:?})", h.shape())
+            })
+            .collect();
+        routes.sort();
+        f.debug_struct("Router")
+            .field("routes", &routes)
+            .field("authorize", &self.authorize.is_some())
+            .finish()
+    }
+}
+
+fn decode<M: WireMessage>(body: Bytes) -> Result<M, Status> {
+    M::decode(body).map_err(|e| Status::invalid_argument(format!("invalid {}: {e}", M::NAME)))
+}
+
+fn encode<M: WireMessage>(message: M) -> RawFrame {
+    RawFrame::encode(&Frame::new(message))
+}
+
+impl Router {
+    /// An empty router: every call is answered `UNIMPLEMENTED`.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Whether a handler is registered for calls opening with `type_id`.
+    pub fn handles(&self, type_id: u16) -> bool {
+        self.handlers.contains_key(&type_id)
+    }
+
+    /// The shape of the call opening with `type_id`, if routed.
+    pub fn shape_of(&self, type_id: u16) -> Option<CallShape> {
+        self.handlers.get(&type_id).map(Handler::shape)
+    }
+
+    fn insert(&mut self, type_id: u16, handler: Handler) -> &mut Router {
+        if self.handlers.insert(type_id, handler).is_some() {
+            tracing::warn!(
+                type_id,
+                "a handler replaced an earlier one for the same request type"
+            );
+        }
+        self
+    }
+
+    /// Checks every call before its handler runs, for example that the peer's certificate
+    /// names a tenant allowed to make it. A refusal answers the call with the status.
+    pub fn authorize(
+        &mut self,
+        check: impl Fn(&CallContext, u16) -> Result<(), Status> + Send + Sync + 'static,
+    ) -> &mut Router {
+        self.authorize = Some(Arc::new(check));
+        self
+    }
+
+    /// Routes the unary rpc whose request is `R`.
+    pub fn unary<R, F, Fut>(&mut self, handler: F) -> &mut Router
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+        F: Fn(CallContext, R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R::Response, Status>> + Send + 'static,
+    {
+        self.route_unary::<R, R::Response, F, Fut>(handler)
+    }
+
+    /// Routes a unary call from `Req` to `Resp` for messages without a schema `service`,
+    /// such as users' own extension messages.
+    pub fn route_unary<Req, Resp, F, Fut>(&mut self, handler: F) -> &mut Router
+    where
+        Req: WireMessage,
+        Resp: WireMessage,
+        F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Arc<UnaryFn> = Arc::new(move |ctx, body| {
+            let handler = Arc::clone(&handler);
+            async move { Ok(encode(handler(ctx, decode::<Req>(body)?).await?)) }.boxed()
+        });
+        self.insert(Req::TYPE_ID, Handler::Unary(erased))
+    }
+
+    /// Routes the one-way rpc whose request is `R`: nothing is sent back.
+    pub fn one_way<R, F, Fut>(&mut self, handler: F) -> &mut Router
+    where
+        R: Rpc,
+        F: Fn(CallContext, R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Arc<OneWayFn> = Arc::new(move |ctx, body| {
+            let handler = Arc::clone(&handler);
+            async move {
+                match decode::<R>(body) {
+                    Ok(request) => handler(ctx, request).await,
+                    Err(status) => tracing::debug!(%status, "dropped an invalid one-way message"),
+                }
+            }
+            .boxed()
+        });
+        self.insert(R::TYPE_ID, Handler::OneWay(erased))
+    }
+
+    /// Routes the server-streaming rpc whose request is `R`: the handler sends items into
+    /// the sink; returning ends the stream (with a status, if it fails).
+    pub fn server_streaming<R, F, Fut>(&mut self, handler: F) -> &mut Router
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+        F: Fn(CallContext, R, ResponseSink<R::Response>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Arc<ServerStreamingFn> = Arc::new(move |ctx, body, out| {
+            let handler = Arc::clone(&handler);
+            async move { handler(ctx, decode::<R>(body)?, ResponseSink::new(out)).await }.boxed()
+        });
+        self.insert(R::TYPE_ID, Handler::ServerStreaming(erased))
+    }
+
+    /// Routes the client-streaming rpc whose stream item is `R`: the handler reads the
+    /// items (the first one included) and answers once.
+    pub fn client_streaming<R, F, Fut>(&mut self, handler: F) -> &mut Router
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+        F: Fn(CallContext, RequestStream<R>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R::Response, Status>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Arc<ClientStreamingFn> = Arc::new(move |ctx, frames| {
+            let handler = Arc::clone(&handler);
+            async move { Ok(encode(handler(ctx, RequestStream::new(frames)).await?)) }.boxed()
+        });
+        self.insert(R::TYPE_ID, Handler::ClientStreaming(erased))
+    }
+
+    /// Routes bidirectional streams that open with a `First` message, carrying messages of
+    /// the set `M` both ways (a journal session opens with `Start` and carries
+    /// `JournalMessage`s). The handler reads the stream (the first message included).
+    pub fn bidi<First, M, F, Fut>(&mut self, handler: F) -> &mut Router
+    where
+        First: WireMessage,
+        M: MessageSet,
+        F: Fn(CallContext, RequestStream<M>, ResponseSink<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Arc<BidiFn> = Arc::new(move |ctx, incoming, outgoing| {
+            let handler = Arc::clone(&handler);
+            async move {
+                handler(
+                    ctx,
+                    RequestStream::new(incoming),
+                    ResponseSink::new(outgoing),
+                )
+                .await
+            }
+            .boxed()
+        });
+        self.insert(First::TYPE_ID, Handler::Bidi(erased))
+    }
+
+    /// Starts the call whose first frame (after any call header) is `first`.
+    pub fn dispatch(&self, context: CallContext, first: RawFrame) -> Dispatch {
+        let type_id = first.type_id;
+        let Some(handler) = self.handlers.get(&type_id) else {
+            let name =
+                registry::by_type_id(type_id).map_or("an unregistered message", |info| info.name);
+            return Dispatch::Rejected(Status::unimplemented(format!(
+                "no handler for calls opening with {name} ({type_id:#06x})"
+            )));
+        };
+        if let Some(authorize) = &self.authorize
+            && let Err(status) = authorize(&context, type_id)
+        {
+            return Dispatch::Rejected(status);
+        }
+        match handler {
+            Handler::Unary(f) => Dispatch::Unary(f(context, first.body)),
+            Handler::OneWay(f) => Dispatch::OneWay(f(context, first.body)),
+            Handler::ServerStreaming(f) => {
+                let (tx, rx) = mpsc::channel(channel_capacity());
+                Dispatch::ServerStreaming {
+                    run: f(context, first.body, tx),
+                    responses: rx,
+                }
+            }
+            Handler::ClientStreaming(f) => {
+                let (tx, rx) = mpsc::channel(channel_capacity());
+                let _ = tx.try_send(Ok(first));
+                Dispatch::ClientStreaming {
+                    run: f(context, rx),
+                    requests: tx,
+                }
+            }
+            Handler::Bidi(f) => {
+                let (in_tx, in_rx) = mpsc::channel(channel_capacity());
+                let (out_tx, out_rx) = mpsc::channel(channel_capacity());
+                let _ = in_tx.try_send(Ok(first));
+                Dispatch::Bidi {
+                    run: f(context, in_rx, out_tx),
+                    requests: in_tx,
+                    responses: out_rx,
+                }
+            }
+        }
+    }
+}
+
+/// A started call, for the transport to drive.
+#[non_exhaustive]
+pub enum Dispatch {
+    /// Await the response frame (or status) and send it.
+    Unary(BoxFuture<'static, Result<RawFrame, Status>>),
+    /// Await it; send nothing.
+    OneWay(BoxFuture<'static, ()>),
+    /// Forward `responses` onto the wire while awaiting `run`; then end the stream with
+    /// END_STREAM or the status.
+    ServerStreaming {
+        /// The handler.
+        run: BoxFuture<'static, Result<(), Status>>,
+        /// Frames the handler sends.
+        responses: mpsc::Receiver<RawFrame>,
+    },
+    /// Feed the remaining request frames into `requests` (closing it at END_STREAM, or
+    /// sending an `Err` if the stream fails) while awaiting the response from `run`.
+    ClientStreaming {
+        /// The handler.
+        run: BoxFuture<'static, Result<RawFrame, Status>>,
+        /// Where request frames go.
+        requests: mpsc::Sender<Result<RawFrame, Status>>,
+    },
+    /// Both of the above at once.
+    Bidi {
+        /// The handler.
+        run: BoxFuture<'static, Result<(), Status>>,
+        /// Where request frames go.
+        requests: mpsc::Sender<Result<RawFrame, Status>>,
+        /// Frames the handler sends.
+        responses: mpsc::Receiver<RawFrame>,
+    },
+    /// No handler, or the authorization hook refused: answer with the status.
+    Rejected(Status),
+}
+
+impl fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Dispatch::Unary(_) => "Unary",
+            Dispatch::OneWay(_) => "OneWay",
+            Dispatch::ServerStreaming { .. } => "ServerStreaming",
+            Dispatch::ClientStreaming { .. } => "ClientStreaming",
+            Dispatch::Bidi { .. } => "Bidi",
+            Dispatch::Rejected(_) => "Rejected",
+        };
+        f.write_str(name)
+    }
+}
