@@ -93,7 +93,7 @@ async fn a_call_on_a_dead_connection_fails_fast_with_a_retryable_unavailable() {
     assert!(matches!(error, CallError::Unavailable(_)), "{error:?}");
     assert!(error.is_retryable());
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(3),
         "the call waited {:?}",
         started.elapsed()
     );

@@ -516,7 +516,7 @@ async fn an_idle_connection_closes_at_the_idle_timeout_and_calls_then_fail_fast(
     .await
     .unwrap();
     within(10, connection.call(Ping::default())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
         !connection.is_usable(),
         "the connection outlived its idle timeout"
@@ -532,8 +532,8 @@ async fn keep_alives_hold_an_idle_connection_open_past_the_idle_timeout() {
     let pki = pki();
     let mut limits = Limits::default();
     limits
-        .idle_timeout(Duration::from_millis(600))
-        .keep_alive_interval(Some(Duration::from_millis(150)));
+        .idle_timeout(Duration::from_millis(1500))
+        .keep_alive_interval(Some(Duration::from_millis(200)));
     let server = start(&pki, limits, echo());
     let connection = within(
         10,
@@ -541,7 +541,7 @@ async fn keep_alives_hold_an_idle_connection_open_past_the_idle_timeout() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     assert!(
         connection.is_usable(),
         "keep-alives did not hold the connection open"
