@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use taskwire_proto::instance::v1::{CheckpointRequest, CheckpointResponse, CheckpointSummary};
 use taskwire_quic::{ClientConfig, Limits, QuicClient, QuicServer, ServerConfig};
 use taskwire_rpc::Router;
+use taskwire_tcp::{TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
 use taskwire_tls::{
     CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder,
 };
@@ -137,6 +138,55 @@ pub fn quic(scenario: Scenario) -> Report {
         let request = request(scenario.request_bytes);
         drive(scenario, "taskwire-quic", move |i| {
             let connection = connections[i % connections.len()].0.clone();
+            let request = request.clone();
+            async move {
+                connection
+                    .call(request)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
+    });
+    server_runtime.block_on(server.shutdown());
+    report
+}
+
+/// Runs `scenario` against taskwire over TCP with TLS and binary frames.
+pub fn tcp(scenario: Scenario) -> Report {
+    let (server_tls, client_tls) = tls();
+    let server_runtime = runtime("server", 1);
+    let response_bytes = scenario.response_bytes;
+    let server = server_runtime.block_on(async {
+        let mut router = Router::new();
+        router.unary(move |_ctx, request: CheckpointRequest| async move {
+            let padding = "x".repeat(response_bytes.saturating_sub(16));
+            Ok(CheckpointResponse {
+                duplicate: false,
+                checkpoint: Some(CheckpointSummary {
+                    instance_id: padding,
+                    sequence: request.sequence,
+                    ..Default::default()
+                }),
+                pending_signals: 0,
+            })
+        });
+        let mut config = TcpServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
+        config.limits.max_concurrent_calls(1024);
+        TcpServer::bind(config).await.expect("server").serve(router)
+    });
+    let addr = server.local_addr();
+    let client_runtime = runtime("client", 1);
+    let report = client_runtime.block_on(async move {
+        let mut connections = Vec::new();
+        for _ in 0..scenario.connections.max(1) {
+            let config = TcpClientConfig::new(addr, "localhost", Arc::clone(&client_tls));
+            connections.push(TcpClient::new(config).connect().await.expect("connect"));
+        }
+        let request = request(scenario.request_bytes);
+        drive(scenario, "taskwire-tcp", move |i| {
+            let connection = connections[i % connections.len()].clone();
             let request = request.clone();
             async move {
                 connection

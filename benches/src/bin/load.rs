@@ -5,8 +5,8 @@
 //! ```
 //!
 //! Runs unary calls (256 B requests, 1 KiB responses) over one connection at concurrency
-//! 1 and 64, `--runs` times each (default 3), and prints the median of each figure with
-//! its min–max.
+//! 1 and 64, over QUIC and over TCP+TLS, `--runs` times each (default 3), and prints the
+//! median of each figure with its min–max.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
@@ -48,8 +48,14 @@ fn main() -> ExitCode {
             response_bytes: 1024,
             duration: Duration::from_secs_f64(seconds),
         };
-        let reports: Vec<Report> = (0..runs).map(|_| load::quic(scenario)).collect();
-        rows.push(taskwire_benches::summarize(&reports));
+        // Transports alternate run by run, so drift on a shared machine hits both alike.
+        let (mut quic, mut tcp): (Vec<Report>, Vec<Report>) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            quic.push(load::quic(scenario));
+            tcp.push(load::tcp(scenario));
+        }
+        rows.push(taskwire_benches::summarize(&quic));
+        rows.push(taskwire_benches::summarize(&tcp));
     }
     if json {
         println!(

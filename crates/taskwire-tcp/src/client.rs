@@ -1,0 +1,508 @@
+//! The TCP client: one connection, many calls multiplexed by stream id.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use prost::Message as _;
+use taskwire_codec::tokio_util::codec::Encoder as _;
+use taskwire_codec::{Builder, Frame, RawFrame};
+use taskwire_proto::registry::SessionMessage;
+use taskwire_proto::session::v1::{CancelCall, Codec, GoAway, Status as StatusMessage};
+use taskwire_proto::{MessageSet, Rpc, WireMessage};
+use taskwire_rpc::session::{Agreed, ClientSession, agreed};
+use taskwire_rpc::{CallError, CallOptions, Status};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::TcpLimits;
+use crate::wire::WireCodec;
+
+/// What a TCP client needs.
+#[derive(Clone, Debug)]
+pub struct TcpClientConfig {
+    /// The server's address.
+    pub server_addr: SocketAddr,
+    /// The name the server's certificate must carry.
+    pub server_name: String,
+    /// TLS; `None` connects in plaintext, allowed only to a loopback address.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The framing: `Codec::Protobuf` (default) or `Codec::Json`.
+    pub codec: Codec,
+    /// Limits; see [`TcpLimits`].
+    pub limits: TcpLimits,
+    /// What the client announces in its Hello.
+    pub session: ClientSession,
+}
+
+impl TcpClientConfig {
+    /// A TLS client with binary frames and default limits.
+    pub fn new(
+        server_addr: SocketAddr,
+        server_name: impl Into<String>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        TcpClientConfig {
+            server_addr,
+            server_name: server_name.into(),
+            tls: Some(tls),
+            codec: Codec::Protobuf,
+            limits: TcpLimits::default(),
+            session: ClientSession::default(),
+        }
+    }
+
+    /// A plaintext client to a loopback address.
+    pub fn plaintext_loopback(server_addr: SocketAddr) -> Self {
+        TcpClientConfig {
+            server_addr,
+            server_name: String::new(),
+            tls: None,
+            codec: Codec::Protobuf,
+            limits: TcpLimits::default(),
+            session: ClientSession::default(),
+        }
+    }
+}
+
+/// Connects TCP clients.
+#[derive(Clone, Debug)]
+pub struct TcpClient {
+    config: TcpClientConfig,
+}
+
+struct Inner {
+    writer: mpsc::Sender<RawFrame>,
+    pending: Mutex<HashMap<u32, mpsc::Sender<RawFrame>>>,
+    next_stream: AtomicU32,
+    in_flight: Arc<Semaphore>,
+    agreed: Agreed,
+    closed: AtomicBool,
+    going_away: AtomicBool,
+}
+
+/// A negotiated TCP connection. Cheap to clone.
+#[derive(Clone)]
+pub struct TcpConnection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TcpConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConnection")
+            .field("agreed", &self.inner.agreed)
+            .finish()
+    }
+}
+
+impl TcpClient {
+    /// A client for `config`.
+    pub fn new(config: TcpClientConfig) -> TcpClient {
+        TcpClient { config }
+    }
+
+    /// Connects, negotiates, and starts the connection's reader and writer.
+    pub async fn connect(&self) -> Result<TcpConnection, CallError> {
+        let config = &self.config;
+        if config.tls.is_none() && !config.server_addr.ip().is_loopback() {
+            return Err(CallError::Unavailable(format!(
+                "plaintext is allowed only to a loopback address, not {}",
+                config.server_addr
+            )));
+        }
+        let unavailable = |e: std::io::Error| {
+            CallError::Unavailable(format!("connecting to {}: {e}", config.server_addr))
+        };
+        let stream = tokio::time::timeout(
+            config.limits.handshake_timeout,
+            TcpStream::connect(config.server_addr),
+        )
+        .await
+        .map_err(|_| CallError::Unavailable("connecting timed out".into()))?
+        .map_err(unavailable)?;
+        let _ = stream.set_nodelay(true);
+        match &config.tls {
+            None => self.negotiate(stream).await,
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(config.server_name.clone())
+                    .map_err(|e| {
+                        CallError::Unavailable(format!("server name {:?}: {e}", config.server_name))
+                    })?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls));
+                let stream = tokio::time::timeout(
+                    config.limits.handshake_timeout,
+                    connector.connect(name, stream),
+                )
+                .await
+                .map_err(|_| CallError::Unavailable("TLS handshake timed out".into()))?
+                .map_err(|e| CallError::Unavailable(format!("TLS handshake: {e}")))?;
+                self.negotiate(stream).await
+            }
+        }
+    }
+
+    async fn negotiate<S>(&self, stream: S) -> Result<TcpConnection, CallError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let config = &self.config;
+        let limits = config.limits;
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut codec = WireCodec::new(
+            config.codec,
+            *Builder::new().max_frame_length(limits.max_hello_length),
+        );
+        let mut bytes = BytesMut::new();
+        let hello = config.session.hello(config.codec);
+        codec.encode(&RawFrame::encode(&Frame::new(hello)), &mut bytes)?;
+        writer
+            .write_all(&bytes)
+            .await
+            .map_err(|e| CallError::Unavailable(e.to_string()))?;
+        let mut reader_codec = WireCodec::new(
+            config.codec,
+            *Builder::new().max_frame_length(config.session.max_frame_length),
+        );
+        let mut buffer = BytesMut::new();
+        let answer = tokio::time::timeout(
+            limits.hello_timeout,
+            taskwire_codec::io::read_frame(&mut reader, &mut reader_codec, &mut buffer),
+        )
+        .await
+        .map_err(|_| CallError::Unavailable("the server did not answer the Hello in time".into()))?
+        .map_err(CallError::Codec)?
+        .ok_or_else(|| {
+            CallError::Unavailable("the server closed the connection during the handshake".into())
+        })?;
+        let answer = match answer.decode::<SessionMessage>()?.message {
+            SessionMessage::Negotiated(n) => Ok(n),
+            SessionMessage::Refused(r) => Err(r),
+            other => {
+                return Err(CallError::Protocol(format!(
+                    "the server answered the Hello with {}",
+                    other.name()
+                )));
+            }
+        };
+        let agreed = agreed(answer)?;
+        let writer_codec = WireCodec::new(
+            config.codec,
+            *Builder::new()
+                .first_frame_done(true)
+                .max_frame_length(agreed.max_frame_length),
+        );
+        let (tx, rx) = mpsc::channel(256);
+        let inner = Arc::new(Inner {
+            writer: tx,
+            pending: Mutex::new(HashMap::new()),
+            next_stream: AtomicU32::new(1),
+            in_flight: Arc::new(Semaphore::new(agreed.max_concurrent_calls as usize)),
+            agreed,
+            closed: AtomicBool::new(false),
+            going_away: AtomicBool::new(false),
+        });
+        tokio::spawn(write_loop(writer, writer_codec, rx));
+        tokio::spawn(read_loop(reader, reader_codec, buffer, Arc::clone(&inner)));
+        Ok(TcpConnection { inner })
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut codec: WireCodec,
+    mut frames: mpsc::Receiver<RawFrame>,
+) {
+    let mut bytes = BytesMut::with_capacity(16 * 1024);
+    while let Some(frame) = frames.recv().await {
+        bytes.clear();
+        let mut next = Some(frame);
+        while let Some(frame) = next.take() {
+            if let Err(error) = codec.encode(&frame, &mut bytes) {
+                tracing::warn!(%error, "dropped a frame that could not be encoded");
+            }
+            if bytes.len() < 64 * 1024 {
+                next = frames.try_recv().ok();
+            }
+        }
+        if writer.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: R,
+    mut codec: WireCodec,
+    mut buffer: BytesMut,
+    inner: Arc<Inner>,
+) {
+    while let Ok(Some(frame)) =
+        taskwire_codec::io::read_frame(&mut reader, &mut codec, &mut buffer).await
+    {
+        if frame.stream_id == 0 {
+            if frame.type_id == GoAway::TYPE_ID {
+                inner.going_away.store(true, Ordering::Release);
+            }
+            continue;
+        }
+        let done = frame.flags.is_end_stream();
+        let sender = {
+            let mut pending = inner.pending.lock().expect("pending lock");
+            if done {
+                pending.remove(&frame.stream_id)
+            } else {
+                pending.get(&frame.stream_id).cloned()
+            }
+        };
+        if let Some(sender) = sender {
+            let _ = sender.send(frame).await;
+        }
+    }
+    inner.closed.store(true, Ordering::Release);
+    // Waking every waiting call: their channels close, and they fail with UNAVAILABLE.
+    inner.pending.lock().expect("pending lock").clear();
+}
+
+/// Sends CancelCall and forgets the stream unless the call completed.
+struct CallGuard {
+    inner: Arc<Inner>,
+    stream_id: u32,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner
+                .pending
+                .lock()
+                .expect("pending lock")
+                .remove(&self.stream_id);
+            let cancel = CancelCall {
+                request_id: u64::from(self.stream_id),
+                reason: "the caller gave up".into(),
+            };
+            let _ = self
+                .inner
+                .writer
+                .try_send(RawFrame::encode(&Frame::new(cancel)));
+        }
+    }
+}
+
+fn answer<T: WireMessage>(frame: RawFrame) -> Result<T, CallError> {
+    if frame.type_id == T::TYPE_ID {
+        return T::decode(frame.body)
+            .map_err(|e| CallError::Protocol(format!("undecodable {}: {e}", T::NAME)));
+    }
+    if frame.type_id == StatusMessage::TYPE_ID {
+        return match StatusMessage::decode(frame.body) {
+            Ok(status) => Err(CallError::Status(Status::from_message(status))),
+            Err(e) => Err(CallError::Protocol(format!("undecodable Status: {e}"))),
+        };
+    }
+    Err(CallError::Protocol(format!(
+        "expected {} or a Status, got type {:#06x}",
+        T::NAME,
+        frame.type_id
+    )))
+}
+
+impl TcpConnection {
+    /// The limits negotiated for this connection.
+    pub fn agreed(&self) -> Agreed {
+        self.inner.agreed
+    }
+
+    /// Whether new calls can be made.
+    pub fn is_usable(&self) -> bool {
+        !self.inner.closed.load(Ordering::Acquire) && !self.inner.going_away.load(Ordering::Acquire)
+    }
+
+    /// Opens a stream and sends its first frames; the permit bounds calls in flight.
+    async fn open<M: MessageSet>(
+        &self,
+        first: M,
+        options: &CallOptions,
+        end: bool,
+    ) -> Result<(CallGuard, mpsc::Receiver<RawFrame>), CallError> {
+        if !self.is_usable() {
+            return Err(CallError::Unavailable(
+                "the connection is closed or going away".into(),
+            ));
+        }
+        let permit = Arc::clone(&self.inner.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| {
+                CallError::ResourceExhausted(format!(
+                    "{} calls are already in flight on this connection",
+                    self.inner.agreed.max_concurrent_calls
+                ))
+            })?;
+        let stream_id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(16);
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .insert(stream_id, tx);
+        let guard = CallGuard {
+            inner: Arc::clone(&self.inner),
+            stream_id,
+            done: false,
+            _permit: permit,
+        };
+        let send = |frame: RawFrame| async {
+            self.inner
+                .writer
+                .send(frame)
+                .await
+                .map_err(|_| CallError::Unavailable("the connection is closed".into()))
+        };
+        if options.has_header() {
+            let mut header = RawFrame::encode(&Frame::new(options.to_header(u64::from(stream_id))));
+            header.stream_id = stream_id;
+            send(header).await?;
+        }
+        let frame = if end {
+            Frame::new(first).end_stream()
+        } else {
+            Frame::new(first)
+        };
+        let mut frame = RawFrame::encode(&frame.with_stream_id(stream_id));
+        frame.stream_id = stream_id;
+        if frame.body.len() > self.inner.agreed.max_frame_length as usize {
+            return Err(CallError::Codec(
+                taskwire_codec::CodecError::FrameTooLarge {
+                    len: frame.body.len() as u64,
+                    max: self.inner.agreed.max_frame_length,
+                },
+            ));
+        }
+        send(frame).await?;
+        Ok((guard, rx))
+    }
+
+    /// A unary call.
+    pub async fn call<R>(&self, request: R) -> Result<R::Response, CallError>
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+    {
+        self.call_with(request, CallOptions::default()).await
+    }
+
+    /// A unary call with options. Dropping the future sends CancelCall, and the server
+    /// cancels the handler.
+    pub async fn call_with<R>(
+        &self,
+        request: R,
+        options: CallOptions,
+    ) -> Result<R::Response, CallError>
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+    {
+        let timeout = options.get_timeout();
+        let call = async {
+            let (mut guard, mut rx) = self.open(request, &options, true).await?;
+            let frame = rx.recv().await.ok_or_else(|| {
+                CallError::Unavailable("the connection closed before the answer".into())
+            })?;
+            guard.done = true;
+            answer::<R::Response>(frame)
+        };
+        match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, call)
+                .await
+                .map_err(|_| CallError::DeadlineExceeded(timeout))?,
+            None => call.await,
+        }
+    }
+
+    /// A one-way call.
+    pub async fn send_event<R: Rpc>(&self, request: R) -> Result<(), CallError> {
+        let (mut guard, _rx) = self.open(request, &CallOptions::default(), true).await?;
+        guard.done = true;
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&guard.stream_id);
+        Ok(())
+    }
+
+    /// A server-streaming call: items, then `Ok(None)` at the end.
+    pub async fn server_stream<R>(
+        &self,
+        request: R,
+        options: CallOptions,
+    ) -> Result<TcpResponseStream<R::Response>, CallError>
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+    {
+        let (guard, rx) = self.open(request, &options, true).await?;
+        Ok(TcpResponseStream {
+            guard,
+            rx,
+            finished: false,
+            _items: std::marker::PhantomData,
+        })
+    }
+
+    /// Waits until the connection's reader has seen the server close, for tests and tools.
+    pub async fn closed(&self) {
+        while !self.inner.closed.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Items of a server-streaming call over TCP. Dropping it cancels the call.
+pub struct TcpResponseStream<T> {
+    guard: CallGuard,
+    rx: mpsc::Receiver<RawFrame>,
+    finished: bool,
+    _items: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for TcpResponseStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpResponseStream")
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl<T: WireMessage> TcpResponseStream<T> {
+    /// The next item; `Ok(None)` when the server ended the stream successfully.
+    pub async fn message(&mut self) -> Result<Option<T>, CallError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let Some(frame) = self.rx.recv().await else {
+            self.finished = true;
+            return Err(CallError::Unavailable(
+                "the connection closed mid-stream".into(),
+            ));
+        };
+        if frame.type_id == StatusMessage::TYPE_ID {
+            self.finished = true;
+            self.guard.done = true;
+            return match answer::<T>(frame) {
+                Err(CallError::Status(status)) if status.code() == taskwire_rpc::StatusCode::Ok => {
+                    Ok(None)
+                }
+                other => other.map(Some),
+            };
+        }
+        answer::<T>(frame).map(Some)
+    }
+}

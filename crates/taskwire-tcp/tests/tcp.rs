@@ -1,0 +1,439 @@
+//! The TCP transport on 127.0.0.1: calls, multiplexing, limits, cancellation, and the
+//! listener under bad input.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use taskwire_codec::tokio_util::codec::Encoder as _;
+use taskwire_proto::instance::v1::{CheckpointSummary, ListCheckpointsRequest};
+use taskwire_proto::runner::v1::{ExecutionOutcome, ExecutionRequest};
+use taskwire_proto::session::v1::{Codec, Ping, Pong};
+use taskwire_rpc::session::ClientSession;
+use taskwire_rpc::{CallError, CallOptions, Router, StatusCode};
+use taskwire_tcp::runner::{Orchestrator, RunnerError};
+use taskwire_tcp::{
+    TcpClient, TcpClientConfig, TcpConnection, TcpLimits, TcpServer, TcpServerConfig,
+    TcpServerHandle,
+};
+use taskwire_tls::{
+    CaParams, CertificateAuthority, ClientAuth, ClientCertParams, ClientConfigBuilder,
+    ServerCertParams, ServerConfigBuilder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn within<T>(seconds: u64, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(seconds), future)
+        .await
+        .expect("test step timed out")
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn router() -> Router {
+    let mut router = Router::new();
+    router.unary(|_ctx, ping: Ping| async move {
+        // A little jitter so that answers come back out of order.
+        tokio::time::sleep(Duration::from_micros(ping.nonce % 7 * 300)).await;
+        Ok(Pong {
+            nonce: ping.nonce,
+            sent_at: None,
+        })
+    });
+    router.server_streaming(|_ctx, request: ListCheckpointsRequest, sink| async move {
+        for sequence in 0..u64::from(request.page_size) {
+            sink.send(CheckpointSummary {
+                sequence,
+                ..Default::default()
+            })
+            .await?;
+        }
+        Ok(())
+    });
+    router
+}
+
+async fn plaintext_server(limits: TcpLimits, router: Router) -> TcpServerHandle {
+    let mut config = TcpServerConfig::plaintext_loopback(loopback());
+    config.limits = limits;
+    TcpServer::bind(config).await.unwrap().serve(router)
+}
+
+async fn plaintext_client(addr: SocketAddr, codec: Codec) -> TcpConnection {
+    let mut config = TcpClientConfig::plaintext_loopback(addr);
+    config.codec = codec;
+    within(10, TcpClient::new(config).connect()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_unary_call_over_mutual_tls_sees_the_clients_tenant() {
+    let ca = CertificateAuthority::generate(&CaParams::new("tcp test CA")).unwrap();
+    let server_cert = ca
+        .issue_server(&ServerCertParams::new(["localhost"]))
+        .unwrap();
+    let client_cert = ca
+        .issue_client(&ClientCertParams::new("acme", "orchestrator-1"))
+        .unwrap();
+    let server_tls = ServerConfigBuilder::new(server_cert.credentials().unwrap())
+        .client_auth(ClientAuth::Required(ca.ca_bundle().unwrap()))
+        .build()
+        .unwrap();
+    let client_tls = ClientConfigBuilder::new(ca.ca_bundle().unwrap())
+        .client_credentials(client_cert.credentials().unwrap())
+        .build()
+        .unwrap();
+    let mut router = Router::new();
+    router.unary(|ctx, ping: Ping| async move {
+        assert_eq!(ctx.peer.tenant(), Some("acme"));
+        Ok(Pong {
+            nonce: ping.nonce + 1,
+            sent_at: None,
+        })
+    });
+    let server = TcpServer::bind(TcpServerConfig::new(loopback(), Arc::new(server_tls)))
+        .await
+        .unwrap()
+        .serve(router);
+    let config = TcpClientConfig::new(server.local_addr(), "localhost", Arc::new(client_tls));
+    let connection = within(10, TcpClient::new(config).connect()).await.unwrap();
+    let pong = within(
+        10,
+        connection.call(Ping {
+            nonce: 41,
+            sent_at: None,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pong.nonce, 42);
+}
+
+#[tokio::test]
+async fn a_json_client_and_a_binary_client_share_one_server() {
+    let server = plaintext_server(TcpLimits::default(), router()).await;
+    for codec in [Codec::Json, Codec::Protobuf] {
+        let connection = plaintext_client(server.local_addr(), codec).await;
+        let pong = within(
+            10,
+            connection.call(Ping {
+                nonce: 7,
+                sent_at: None,
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(pong.nonce, 7, "{codec:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_calls_interleave_on_one_connection() {
+    let server = plaintext_server(TcpLimits::default(), router()).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    let calls: Vec<_> = (0..100u64)
+        .map(|nonce| {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                // Within the in-flight limit of 64: the rest wait their turn here.
+                loop {
+                    match connection
+                        .call(Ping {
+                            nonce,
+                            sent_at: None,
+                        })
+                        .await
+                    {
+                        Err(CallError::ResourceExhausted(_)) => {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        other => return other.map(|pong| (nonce, pong.nonce)),
+                    }
+                }
+            })
+        })
+        .collect();
+    for call in calls {
+        let (sent, got) = within(30, call).await.unwrap().unwrap();
+        assert_eq!(sent, got, "an answer went to the wrong call");
+    }
+    assert_eq!(server.stats().calls_started.load(Ordering::Relaxed), 100);
+}
+
+#[tokio::test]
+async fn a_server_stream_ends_after_its_last_item() {
+    let server = plaintext_server(TcpLimits::default(), router()).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Json).await;
+    let mut stream = within(
+        10,
+        connection.server_stream(
+            ListCheckpointsRequest {
+                page_size: 50,
+                ..Default::default()
+            },
+            CallOptions::new(),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while let Some(item) = within(10, stream.message()).await.unwrap() {
+        got.push(item.sequence);
+    }
+    assert_eq!(got, (0..50).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn calls_past_the_in_flight_limit_get_resource_exhausted() {
+    let mut router = Router::new();
+    router.unary(|_ctx, ping: Ping| async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(Pong {
+            nonce: ping.nonce,
+            sent_at: None,
+        })
+    });
+    let mut limits = TcpLimits::default();
+    limits.max_concurrent_calls(4);
+    let server = plaintext_server(limits, router).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    assert_eq!(connection.agreed().max_concurrent_calls, 4);
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let connection = connection.clone();
+            tokio::spawn(async move { connection.call(Ping::default()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match connection.call(Ping::default()).await {
+        Err(CallError::ResourceExhausted(message)) => assert!(message.contains('4'), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    for call in busy {
+        within(10, call).await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_call_cancels_its_handler_and_deadlines_end_calls() {
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let mut router = Router::new();
+    let seen = Arc::clone(&cancelled);
+    router.unary(move |ctx, ping: Ping| {
+        let seen = Arc::clone(&seen);
+        async move {
+            // Watches the token from outside the handler, which the server drops once it
+            // is cancelled.
+            let token = ctx.cancel.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(Pong {
+                nonce: ping.nonce,
+                sent_at: None,
+            })
+        }
+    });
+    let server = plaintext_server(TcpLimits::default(), router).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    let call = tokio::spawn({
+        let connection = connection.clone();
+        async move { connection.call(Ping::default()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    call.abort();
+    within(10, async {
+        while cancelled.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    let result = within(
+        10,
+        connection.call_with(
+            Ping::default(),
+            CallOptions::new().timeout(Duration::from_millis(200)),
+        ),
+    )
+    .await;
+    match result {
+        Err(CallError::DeadlineExceeded(_)) => {}
+        Err(CallError::Status(status)) if status.code() == StatusCode::DeadlineExceeded => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_outcome_for_another_job_is_rejected() {
+    let mut router = Router::new();
+    router.unary(|_ctx, request: ExecutionRequest| async move {
+        Ok(ExecutionOutcome {
+            job_id: "someone-else".into(),
+            request_id: request.request_id,
+            outcome: None,
+        })
+    });
+    let server = plaintext_server(TcpLimits::default(), router).await;
+    let orchestrator =
+        Orchestrator::new(plaintext_client(server.local_addr(), Codec::Protobuf).await);
+    let job = ExecutionRequest {
+        job_id: "mine".into(),
+        request_id: "r1".into(),
+        ..Default::default()
+    };
+    match within(10, orchestrator.execute(job, Duration::from_secs(5))).await {
+        Err(RunnerError::OutcomeMismatch {
+            expected_job,
+            got_job,
+            ..
+        }) => {
+            assert_eq!(
+                (expected_job.as_str(), got_job.as_str()),
+                ("mine", "someone-else")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Writes `bytes` on a raw connection and waits for the server to close it.
+async fn closes_after(addr: SocketAddr, bytes: &[u8]) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut sink = Vec::new();
+    within(10, stream.read_to_end(&mut sink))
+        .await
+        .expect("the server closed the connection");
+}
+
+fn hello_frame() -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    taskwire_codec::Builder::new()
+        .new_binary_message_codec::<taskwire_proto::session::v1::Hello>()
+        .encode(
+            taskwire_codec::Frame::new(ClientSession::default().hello(Codec::Protobuf)),
+            &mut out,
+        )
+        .unwrap();
+    out.to_vec()
+}
+
+#[tokio::test]
+async fn garbage_first_bytes_are_closed_and_the_listener_keeps_serving() {
+    let server = plaintext_server(TcpLimits::default(), router()).await;
+    closes_after(server.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    within(10, connection.call(Ping::default())).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_first_frame_over_the_hello_limit_is_closed_unread() {
+    let server = plaintext_server(TcpLimits::default(), router()).await;
+    let mut header = hello_frame()[..12].to_vec();
+    header[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+    closes_after(server.local_addr(), &header).await;
+    assert_eq!(
+        server
+            .stats()
+            .connections_closed_for_cause
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_hello_too_slow_for_the_deadline_is_closed() {
+    let mut limits = TcpLimits::default();
+    limits.hello_timeout(Duration::from_millis(300));
+    let server = plaintext_server(limits, router()).await;
+    let started = std::time::Instant::now();
+    closes_after(server.local_addr(), &hello_frame()[..5]).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_call_before_the_hello_is_closed() {
+    let server = plaintext_server(TcpLimits::default(), router()).await;
+    let mut out = bytes::BytesMut::new();
+    taskwire_codec::Builder::new()
+        .new_binary_codec()
+        .encode(
+            taskwire_codec::Frame::new(Ping::default()).with_stream_id(1),
+            &mut out,
+        )
+        .unwrap();
+    closes_after(server.local_addr(), &out).await;
+}
+
+#[tokio::test]
+async fn a_connection_flood_stops_at_the_limit() {
+    let mut limits = TcpLimits::default();
+    limits.max_connections(3);
+    let server = plaintext_server(limits, router()).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(plaintext_client(server.local_addr(), Codec::Protobuf).await);
+    }
+    for _ in 0..5 {
+        let mut config = TcpClientConfig::plaintext_loopback(server.local_addr());
+        config.limits.hello_timeout(Duration::from_secs(2));
+        assert!(
+            within(10, TcpClient::new(config).connect()).await.is_err(),
+            "a connection past the limit was served"
+        );
+    }
+    assert_eq!(
+        server.stats().connections_refused.load(Ordering::Relaxed),
+        5
+    );
+    for connection in &held {
+        within(10, connection.call(Ping::default())).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_peer_vanishing_mid_frame_does_not_disturb_the_server() {
+    let server = plaintext_server(TcpLimits::default(), router()).await;
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let hello = hello_frame();
+    stream.write_all(&hello).await.unwrap();
+    let mut answer = [0u8; 12];
+    within(10, stream.read_exact(&mut answer)).await.unwrap();
+    let mut out = bytes::BytesMut::new();
+    taskwire_codec::Builder::new()
+        .first_frame_done(true)
+        .new_binary_codec()
+        .encode(
+            taskwire_codec::Frame::new(Ping::default()).with_stream_id(1),
+            &mut out,
+        )
+        .unwrap();
+    stream.write_all(&out[..7]).await.unwrap();
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    within(10, connection.call(Ping::default())).await.unwrap();
+}
+
+#[tokio::test]
+async fn plaintext_off_loopback_is_refused() {
+    let config = TcpServerConfig {
+        allow_plaintext: true,
+        ..TcpServerConfig::plaintext_loopback("0.0.0.0:0".parse().unwrap())
+    };
+    assert!(TcpServer::bind(config).await.is_err());
+    let client = TcpClient::new(TcpClientConfig::plaintext_loopback(
+        "192.0.2.1:9".parse().unwrap(),
+    ));
+    assert!(matches!(
+        client.connect().await,
+        Err(CallError::Unavailable(_))
+    ));
+}
