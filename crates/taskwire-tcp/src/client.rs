@@ -457,6 +457,92 @@ impl TcpConnection {
         })
     }
 
+    /// A client-streaming call opening with `first`: [`send`](TcpClientStream::send) more
+    /// items, then [`finish`](TcpClientStream::finish) for the answer. Each item is its own
+    /// frame, so other calls' frames interleave with a long upload.
+    pub async fn client_stream<R>(
+        &self,
+        first: R,
+        options: CallOptions,
+    ) -> Result<TcpClientStream<R>, CallError>
+    where
+        R: Rpc,
+        R::Response: WireMessage,
+    {
+        self.streaming(first, options).await
+    }
+
+    /// A bidirectional stream opening with `first`, carrying messages of the set `M`.
+    pub async fn bidi<M: MessageSet>(
+        &self,
+        first: M,
+        options: CallOptions,
+    ) -> Result<TcpClientStream<M>, CallError> {
+        self.streaming(first, options).await
+    }
+
+    async fn streaming<M: MessageSet>(
+        &self,
+        first: M,
+        options: CallOptions,
+    ) -> Result<TcpClientStream<M>, CallError> {
+        let timeout = options.get_timeout();
+        // The opening frame is held back like every later one (see `send`), so the
+        // header goes out now and the first item with the next send or the finish.
+        let (guard, rx) = self.open_header_only(&options).await?;
+        Ok(TcpClientStream {
+            inner: Arc::clone(&self.inner),
+            stream_id: guard.stream_id,
+            guard,
+            rx,
+            held: Some(first),
+            deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+        })
+    }
+
+    /// Registers a stream and sends its call header, if any, without a request yet.
+    async fn open_header_only(
+        &self,
+        options: &CallOptions,
+    ) -> Result<(CallGuard, mpsc::Receiver<RawFrame>), CallError> {
+        if !self.is_usable() {
+            return Err(CallError::Unavailable(
+                "the connection is closed or going away".into(),
+            ));
+        }
+        let permit = Arc::clone(&self.inner.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| {
+                CallError::ResourceExhausted(format!(
+                    "{} calls are already in flight on this connection",
+                    self.inner.agreed.max_concurrent_calls
+                ))
+            })?;
+        let stream_id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(16);
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .insert(stream_id, tx);
+        let guard = CallGuard {
+            inner: Arc::clone(&self.inner),
+            stream_id,
+            done: false,
+            _permit: permit,
+        };
+        if options.has_header() {
+            let mut header = RawFrame::encode(&Frame::new(options.to_header(u64::from(stream_id))));
+            header.stream_id = stream_id;
+            self.inner
+                .writer
+                .send(header)
+                .await
+                .map_err(|_| CallError::Unavailable("the connection is closed".into()))?;
+        }
+        Ok((guard, rx))
+    }
+
     /// Waits until the connection's reader has seen the server close, for tests and tools.
     pub async fn closed(&self) {
         while !self.inner.closed.load(Ordering::Acquire) {
@@ -504,5 +590,115 @@ impl<T: WireMessage> TcpResponseStream<T> {
             };
         }
         answer::<T>(frame).map(Some)
+    }
+}
+
+/// The sending side (and, for bidirectional calls, the receiving side) of a streaming
+/// call over TCP. Dropping it unfinished cancels the call.
+pub struct TcpClientStream<M> {
+    inner: Arc<Inner>,
+    stream_id: u32,
+    guard: CallGuard,
+    rx: mpsc::Receiver<RawFrame>,
+    /// The last item given, sent when the next arrives or with END_STREAM at the finish,
+    /// so the final frame carries END_STREAM without an empty frame of its own.
+    held: Option<M>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl<M> std::fmt::Debug for TcpClientStream<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpClientStream")
+            .field("stream_id", &self.stream_id)
+            .finish()
+    }
+}
+
+impl<M: MessageSet> TcpClientStream<M> {
+    async fn send_frame(&self, message: M, end: bool) -> Result<(), CallError> {
+        let frame = if end {
+            Frame::new(message).end_stream()
+        } else {
+            Frame::new(message)
+        };
+        let mut frame = RawFrame::encode(&frame);
+        frame.stream_id = self.stream_id;
+        if frame.body.len() > self.inner.agreed.max_frame_length as usize {
+            return Err(CallError::Codec(
+                taskwire_codec::CodecError::FrameTooLarge {
+                    len: frame.body.len() as u64,
+                    max: self.inner.agreed.max_frame_length,
+                },
+            ));
+        }
+        self.inner
+            .writer
+            .send(frame)
+            .await
+            .map_err(|_| CallError::Unavailable("the connection is closed".into()))
+    }
+
+    /// Sends one more item (waiting while the connection's send queue is full).
+    pub async fn send(&mut self, item: impl Into<M>) -> Result<(), CallError> {
+        if let Some(previous) = self.held.replace(item.into()) {
+            self.send_frame(previous, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the client's side of the stream.
+    pub async fn close_send(&mut self) -> Result<(), CallError> {
+        match self.held.take() {
+            Some(last) => self.send_frame(last, true).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn next_frame(&mut self) -> Result<RawFrame, CallError> {
+        let next = match self.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .map_err(|_| CallError::DeadlineExceeded(Duration::ZERO))?,
+            None => self.rx.recv().await,
+        };
+        let Some(frame) = next else {
+            return Err(CallError::Unavailable(
+                "the connection closed mid-call".into(),
+            ));
+        };
+        if frame.type_id == StatusMessage::TYPE_ID || frame.flags.is_end_stream() {
+            self.guard.done = true;
+        }
+        Ok(frame)
+    }
+
+    /// The next message from the server; `Ok(None)` after its closing OK status, and
+    /// [`CallError::Status`] if it ended the stream with a failure.
+    pub async fn message(&mut self) -> Result<Option<M>, CallError> {
+        let frame = self.next_frame().await?;
+        if frame.type_id == StatusMessage::TYPE_ID {
+            let status = StatusMessage::decode(frame.body)
+                .map_err(|e| CallError::Protocol(format!("undecodable Status: {e}")))?;
+            let status = Status::from_message(status);
+            return if status.code() == taskwire_rpc::StatusCode::Ok {
+                Ok(None)
+            } else {
+                Err(CallError::Status(status))
+            };
+        }
+        Ok(Some(frame.decode::<M>()?.message))
+    }
+}
+
+impl<R> TcpClientStream<R>
+where
+    R: Rpc,
+    R::Response: WireMessage,
+{
+    /// Ends the stream and waits for the answer.
+    pub async fn finish(mut self) -> Result<R::Response, CallError> {
+        self.close_send().await?;
+        let frame = self.next_frame().await?;
+        answer::<R::Response>(frame)
     }
 }

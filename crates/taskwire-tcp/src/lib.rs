@@ -26,7 +26,7 @@ mod wire;
 
 use std::time::Duration;
 
-pub use client::{TcpClient, TcpClientConfig, TcpConnection, TcpResponseStream};
+pub use client::{TcpClient, TcpClientConfig, TcpClientStream, TcpConnection, TcpResponseStream};
 pub use server::{TcpServer, TcpServerConfig, TcpServerHandle, TcpServerStats};
 
 /// Limits of a TCP client or server, with documented defaults. `Copy`; setters named

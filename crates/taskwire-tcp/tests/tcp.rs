@@ -437,3 +437,113 @@ async fn plaintext_off_loopback_is_refused() {
         Err(CallError::Unavailable(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_is_chunked_and_small_calls_run_beside_it() {
+    use taskwire_proto::environment::v1::image_upload::{ImageManifest, Part};
+    use taskwire_proto::environment::v1::{ImageUpload, RegisterImageResponse};
+    let mut router = router();
+    router.client_streaming(
+        |_ctx, mut parts: taskwire_rpc::RequestStream<ImageUpload>| async move {
+            let mut size = 0u64;
+            while let Some(part) = parts.message().await? {
+                if let Some(Part::Chunk(chunk)) = part.part {
+                    size += chunk.len() as u64;
+                    // A slow consumer: the upload takes a while.
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+            }
+            Ok(RegisterImageResponse {
+                image: Some(taskwire_proto::environment::v1::ImageInfo {
+                    size_bytes: size,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        },
+    );
+    let server = plaintext_server(TcpLimits::default(), router).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    let upload = {
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            let manifest = ImageUpload {
+                part: Some(Part::Manifest(ImageManifest {
+                    size_bytes: 4 << 20,
+                    ..Default::default()
+                })),
+            };
+            let mut stream = connection
+                .client_stream(manifest, CallOptions::new())
+                .await?;
+            for _ in 0..64 {
+                stream
+                    .send(ImageUpload {
+                        part: Some(Part::Chunk(vec![1u8; 64 * 1024].into())),
+                    })
+                    .await?;
+            }
+            let response = stream.finish().await?;
+            Ok::<_, CallError>((response, std::time::Instant::now()))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for nonce in 0..20 {
+        within(
+            10,
+            connection.call(Ping {
+                nonce,
+                sent_at: None,
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    let pings_done = std::time::Instant::now();
+    let (response, upload_done) = within(30, upload).await.unwrap().unwrap();
+    assert_eq!(
+        response.image.unwrap().size_bytes,
+        4 << 20,
+        "every chunk arrived"
+    );
+    assert!(
+        pings_done < upload_done,
+        "small calls waited for the whole upload"
+    );
+}
+
+#[tokio::test]
+async fn a_bidirectional_stream_echoes_until_both_sides_end() {
+    use taskwire_proto::journal::v1::{End, OutputEntry, Start};
+    use taskwire_proto::registry::JournalMessage;
+    let mut router = Router::new();
+    router.bidi::<Start, JournalMessage, _, _>(|_ctx, mut incoming, outgoing| async move {
+        while let Some(message) = incoming.message().await? {
+            if !matches!(message, JournalMessage::Start(_)) {
+                outgoing.send(message).await?;
+            }
+        }
+        outgoing.send(End::default()).await
+    });
+    let server = plaintext_server(TcpLimits::default(), router).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Json).await;
+    let mut stream = within(
+        10,
+        connection.bidi(JournalMessage::from(Start::default()), CallOptions::new()),
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        stream
+            .send(JournalMessage::from(OutputEntry::default()))
+            .await
+            .unwrap();
+    }
+    stream.close_send().await.unwrap();
+    let mut received = Vec::new();
+    while let Some(message) = within(10, stream.message()).await.unwrap() {
+        received.push(message);
+    }
+    assert_eq!(received.len(), 4, "three echoes and End: {received:?}");
+    assert!(matches!(received[3], JournalMessage::End(_)));
+}
