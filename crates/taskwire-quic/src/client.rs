@@ -10,14 +10,14 @@ use bytes::BytesMut;
 use prost::Message as _;
 use quinn::{Endpoint, RecvStream, SendStream};
 use rand::Rng as _;
-use taskwire_codec::{Frame, RawFrame};
+use taskwire_codec::Frame;
 use taskwire_proto::registry::SessionMessage;
 use taskwire_proto::session::v1::{
     Codec, GoAway, Negotiated, Ping, Pong, Refused, Status as StatusMessage,
 };
 use taskwire_proto::{MessageSet, Rpc, WireMessage};
 use taskwire_rpc::session::{Agreed, ClientSession, agreed};
-use taskwire_rpc::{CallError, CallOptions, Status};
+use taskwire_rpc::{CallError, CallOptions, decode_answer, decode_status};
 use tokio::sync::oneshot;
 
 use crate::codes;
@@ -345,30 +345,6 @@ fn unavailable(error: impl std::fmt::Display) -> CallError {
     CallError::Unavailable(error.to_string())
 }
 
-/// Decodes an answer frame: the expected type, or a status, or a protocol error.
-fn answer<T: WireMessage>(frame: RawFrame) -> Result<T, CallError> {
-    if frame.type_id == T::TYPE_ID {
-        return T::decode(frame.body)
-            .map_err(|e| CallError::Protocol(format!("undecodable {}: {e}", T::NAME)));
-    }
-    if frame.type_id == StatusMessage::TYPE_ID {
-        return Err(status_error(frame));
-    }
-    Err(CallError::Protocol(format!(
-        "expected {} or a Status, got type {:#06x}",
-        T::NAME,
-        frame.type_id
-    )))
-}
-
-/// The error a status frame carries.
-fn status_error(frame: RawFrame) -> CallError {
-    match StatusMessage::decode(frame.body) {
-        Ok(status) => CallError::Status(Status::from_message(status)),
-        Err(e) => CallError::Protocol(format!("undecodable Status: {e}")),
-    }
-}
-
 /// How long [`Connection::ping`] waits for its Pong.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -518,7 +494,7 @@ impl Connection {
                     CallError::Unavailable("the stream ended without an answer".into())
                 })?;
             stream.done = true;
-            answer::<R::Response>(frame)
+            decode_answer::<R::Response>(frame)
         };
         with_timeout(options.get_timeout(), call).await
     }
@@ -654,7 +630,7 @@ impl<T: WireMessage> ResponseStream<T> {
                     self.finished = true;
                     self.stream.done = true;
                 }
-                answer::<T>(frame).map(Some).inspect_err(|_| {
+                decode_answer::<T>(frame).map(Some).inspect_err(|_| {
                     self.finished = true;
                     self.stream.done = true;
                 })
@@ -706,7 +682,7 @@ where
                 tokio::time::timeout(Duration::from_millis(500), self.stream.reader.next()).await
             {
                 self.stream.done = true;
-                return answer::<R::Response>(frame).map(|_| ());
+                return decode_answer::<R::Response>(frame).map(|_| ());
             }
         }
         written
@@ -721,7 +697,7 @@ where
         .await?
         .ok_or_else(|| CallError::Unavailable("the stream ended without an answer".into()))?;
         self.stream.done = true;
-        answer::<R::Response>(frame)
+        decode_answer::<R::Response>(frame)
     }
 }
 
@@ -777,7 +753,10 @@ impl<M: MessageSet> BidiStream<M> {
             Some(frame) if frame.type_id == StatusMessage::TYPE_ID => {
                 self.finished = true;
                 self.stream.done = true;
-                Err(status_error(frame))
+                match decode_status(frame)? {
+                    Some(status) => Err(CallError::Status(status)),
+                    None => Ok(None),
+                }
             }
             Some(frame) => {
                 if frame.flags.is_end_stream() {

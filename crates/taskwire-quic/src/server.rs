@@ -2,9 +2,9 @@
 //! [`Router`], and shuts down gracefully.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,9 @@ use taskwire_proto::session::v1::refused::RefusalReason;
 use taskwire_proto::session::v1::{CallHeader, Codec, GoAway, Hello, Ping, Pong, Refused};
 use taskwire_proto::wkt;
 use taskwire_rpc::session::{ServerSession, refusal};
-use taskwire_rpc::{CallContext, Dispatch, PeerInfo, Router, Status};
+use taskwire_rpc::{
+    CallContext, ConnectionSlot, ConnectionSlots, Dispatch, PeerInfo, Router, Status,
+};
 use taskwire_tls::PeerIdentity;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -114,8 +116,7 @@ struct Shared {
     admission: Option<Admission>,
     router: Mutex<Option<Arc<Router>>>,
     router_ready: Notify,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    connections: AtomicUsize,
+    slots: Arc<ConnectionSlots>,
     live: Mutex<HashMap<usize, Live>>,
     draining: CancellationToken,
     calls: TaskTracker,
@@ -175,8 +176,10 @@ impl QuicServer {
             admission: config.admission,
             router: Mutex::new(None),
             router_ready: Notify::new(),
-            per_ip: Mutex::new(HashMap::new()),
-            connections: AtomicUsize::new(0),
+            slots: ConnectionSlots::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
             live: Mutex::new(HashMap::new()),
             draining: CancellationToken::new(),
             calls: TaskTracker::new(),
@@ -249,7 +252,7 @@ pub struct ServerHandle {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("connections", &self.connections.load(Ordering::Relaxed))
+            .field("connections", &self.slots.in_use())
             .finish()
     }
 }
@@ -278,7 +281,7 @@ impl ServerHandle {
 
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
-        self.shared.connections.load(Ordering::Relaxed)
+        self.shared.slots.in_use()
     }
 
     /// Shuts down gracefully: refuses new connections and Hellos, sends GoAway on every
@@ -350,41 +353,6 @@ impl ServerHandle {
     }
 }
 
-/// Releases a connection's slot in the limits when it ends.
-struct Slot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-        let mut per_ip = self.shared.per_ip.lock().expect("per-ip lock");
-        if let Some(count) = per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
-fn take_slot(shared: &Arc<Shared>, ip: IpAddr) -> Option<Slot> {
-    let mut per_ip = shared.per_ip.lock().expect("per-ip lock");
-    let count = per_ip.entry(ip).or_insert(0);
-    if *count >= shared.limits.max_connections_per_ip
-        || shared.connections.load(Ordering::Acquire) >= shared.limits.max_connections
-    {
-        return None;
-    }
-    *count += 1;
-    shared.connections.fetch_add(1, Ordering::AcqRel);
-    Some(Slot {
-        shared: Arc::clone(shared),
-        ip,
-    })
-}
-
 async fn accept_loop(
     endpoint: Endpoint,
     shared: Arc<Shared>,
@@ -396,7 +364,7 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         }
-        let Some(slot) = take_slot(&shared, incoming.remote_address().ip()) else {
+        let Some(slot) = shared.slots.try_acquire(incoming.remote_address().ip()) else {
             shared
                 .stats
                 .connections_refused
@@ -433,7 +401,7 @@ pub struct ServerConnection {
     control_send: Arc<tokio::sync::Mutex<SendStream>>,
     control_recv: FrameReader,
     shared: Arc<Shared>,
-    slot: Slot,
+    slot: ConnectionSlot,
     id: usize,
     last_request_id: Arc<AtomicU64>,
     client_max_frame_length: u32,
@@ -449,7 +417,7 @@ impl std::fmt::Debug for ServerConnection {
 
 async fn handshake(
     incoming: Incoming,
-    slot: Slot,
+    slot: ConnectionSlot,
     shared: &Arc<Shared>,
 ) -> Result<ServerConnection, String> {
     let limits = shared.limits;

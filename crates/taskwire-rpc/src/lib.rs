@@ -14,17 +14,21 @@
 //!   in a `CallHeader` frame.
 #![forbid(unsafe_code)]
 
+mod answer;
 mod context;
 mod error;
 pub mod journal;
 mod router;
 pub mod session;
+mod slots;
 mod status;
 mod stream;
 
+pub use answer::{decode_answer, decode_status};
 pub use context::{CallContext, CallOptions, PeerInfo, TraceContext};
 pub use error::CallError;
 pub use router::{Dispatch, Router};
+pub use slots::{ConnectionSlot, ConnectionSlots};
 pub use status::Status;
 pub use stream::{RequestStream, ResponseSink, channel_capacity};
 pub use taskwire_proto::session::v1::StatusCode;

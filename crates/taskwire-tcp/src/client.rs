@@ -7,14 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use prost::Message as _;
 use taskwire_codec::tokio_util::codec::Encoder as _;
 use taskwire_codec::{Builder, Frame, RawFrame};
 use taskwire_proto::registry::SessionMessage;
 use taskwire_proto::session::v1::{CancelCall, Codec, GoAway, Status as StatusMessage};
 use taskwire_proto::{MessageSet, Rpc, WireMessage};
 use taskwire_rpc::session::{Agreed, ClientSession, agreed};
-use taskwire_rpc::{CallError, CallOptions, Status};
+use taskwire_rpc::{CallError, CallOptions, decode_answer, decode_status};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -296,24 +295,6 @@ impl Drop for CallGuard {
     }
 }
 
-fn answer<T: WireMessage>(frame: RawFrame) -> Result<T, CallError> {
-    if frame.type_id == T::TYPE_ID {
-        return T::decode(frame.body)
-            .map_err(|e| CallError::Protocol(format!("undecodable {}: {e}", T::NAME)));
-    }
-    if frame.type_id == StatusMessage::TYPE_ID {
-        return match StatusMessage::decode(frame.body) {
-            Ok(status) => Err(CallError::Status(Status::from_message(status))),
-            Err(e) => Err(CallError::Protocol(format!("undecodable Status: {e}"))),
-        };
-    }
-    Err(CallError::Protocol(format!(
-        "expected {} or a Status, got type {:#06x}",
-        T::NAME,
-        frame.type_id
-    )))
-}
-
 impl TcpConnection {
     /// The limits negotiated for this connection.
     pub fn agreed(&self) -> Agreed {
@@ -416,7 +397,7 @@ impl TcpConnection {
                 CallError::Unavailable("the connection closed before the answer".into())
             })?;
             guard.done = true;
-            answer::<R::Response>(frame)
+            decode_answer::<R::Response>(frame)
         };
         match timeout {
             Some(timeout) => tokio::time::timeout(timeout, call)
@@ -582,14 +563,12 @@ impl<T: WireMessage> TcpResponseStream<T> {
         if frame.type_id == StatusMessage::TYPE_ID {
             self.finished = true;
             self.guard.done = true;
-            return match answer::<T>(frame) {
-                Err(CallError::Status(status)) if status.code() == taskwire_rpc::StatusCode::Ok => {
-                    Ok(None)
-                }
-                other => other.map(Some),
+            return match decode_status(frame)? {
+                Some(status) => Err(CallError::Status(status)),
+                None => Ok(None),
             };
         }
-        answer::<T>(frame).map(Some)
+        decode_answer::<T>(frame).map(Some)
     }
 }
 
@@ -677,13 +656,9 @@ impl<M: MessageSet> TcpClientStream<M> {
     pub async fn message(&mut self) -> Result<Option<M>, CallError> {
         let frame = self.next_frame().await?;
         if frame.type_id == StatusMessage::TYPE_ID {
-            let status = StatusMessage::decode(frame.body)
-                .map_err(|e| CallError::Protocol(format!("undecodable Status: {e}")))?;
-            let status = Status::from_message(status);
-            return if status.code() == taskwire_rpc::StatusCode::Ok {
-                Ok(None)
-            } else {
-                Err(CallError::Status(status))
+            return match decode_status(frame)? {
+                Some(status) => Err(CallError::Status(status)),
+                None => Ok(None),
             };
         }
         Ok(Some(frame.decode::<M>()?.message))
@@ -699,6 +674,6 @@ where
     pub async fn finish(mut self) -> Result<R::Response, CallError> {
         self.close_send().await?;
         let frame = self.next_frame().await?;
-        answer::<R::Response>(frame)
+        decode_answer::<R::Response>(frame)
     }
 }

@@ -1,8 +1,8 @@
 //! The TCP server: one byte stream per connection, calls multiplexed by stream id.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use taskwire_proto::WireMessage;
 use taskwire_proto::session::v1::refused::RefusalReason;
 use taskwire_proto::session::v1::{CallHeader, CancelCall, Codec, GoAway, Hello, Ping, Pong};
 use taskwire_rpc::session::{ServerSession, refusal};
-use taskwire_rpc::{CallContext, Dispatch, PeerInfo, Router, Status};
+use taskwire_rpc::{CallContext, ConnectionSlots, Dispatch, PeerInfo, Router, Status};
 use taskwire_tls::PeerIdentity;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -84,8 +84,7 @@ pub struct TcpServerStats {
 struct Shared {
     limits: TcpLimits,
     session: ServerSession,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    connections: AtomicUsize,
+    slots: Arc<ConnectionSlots>,
     stats: TcpServerStats,
     shutdown: CancellationToken,
     calls: TaskTracker,
@@ -128,8 +127,10 @@ impl TcpServer {
             shared: Arc::new(Shared {
                 limits: config.limits,
                 session,
-                per_ip: Mutex::new(HashMap::new()),
-                connections: AtomicUsize::new(0),
+                slots: ConnectionSlots::new(
+                    config.limits.max_connections,
+                    config.limits.max_connections_per_ip,
+                ),
                 stats: TcpServerStats::default(),
                 shutdown: CancellationToken::new(),
                 calls: TaskTracker::new(),
@@ -159,7 +160,7 @@ impl TcpServer {
                 let Ok((stream, peer)) = accepted else {
                     continue;
                 };
-                let Some(slot) = take_slot(&self.shared, peer.ip()) else {
+                let Some(slot) = self.shared.slots.try_acquire(peer.ip()) else {
                     self.shared
                         .stats
                         .connections_refused
@@ -210,7 +211,7 @@ impl TcpServerHandle {
 
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
-        self.shared.connections.load(Ordering::Acquire)
+        self.shared.slots.in_use()
     }
 
     /// Stops accepting, waits up to the drain timeout for calls in flight, and ends.
@@ -224,40 +225,6 @@ impl TcpServerHandle {
         self.task.abort();
         drained
     }
-}
-
-struct Slot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-        let mut per_ip = self.shared.per_ip.lock().expect("per-ip lock");
-        if let Some(count) = per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
-fn take_slot(shared: &Arc<Shared>, ip: IpAddr) -> Option<Slot> {
-    let mut per_ip = shared.per_ip.lock().expect("per-ip lock");
-    let count = per_ip.entry(ip).or_insert(0);
-    if *count >= shared.limits.max_connections_per_ip
-        || shared.connections.load(Ordering::Acquire) >= shared.limits.max_connections
-    {
-        return None;
-    }
-    *count += 1;
-    shared.connections.fetch_add(1, Ordering::AcqRel);
-    Some(Slot {
-        shared: Arc::clone(shared),
-        ip,
-    })
 }
 
 async fn accept_connection(
