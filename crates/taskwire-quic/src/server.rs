@@ -23,7 +23,7 @@ use taskwire_rpc::{
     CallContext, ConnectionSlot, ConnectionSlots, Dispatch, PeerInfo, Router, Status,
 };
 use taskwire_tls::PeerIdentity;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -114,8 +114,6 @@ struct Shared {
     limits: Limits,
     session: ServerSession,
     admission: Option<Admission>,
-    router: Mutex<Option<Arc<Router>>>,
-    router_ready: Notify,
     slots: Arc<ConnectionSlots>,
     live: Mutex<HashMap<usize, Live>>,
     draining: CancellationToken,
@@ -174,8 +172,6 @@ impl QuicServer {
             limits: config.limits,
             session,
             admission: config.admission,
-            router: Mutex::new(None),
-            router_ready: Notify::new(),
             slots: ConnectionSlots::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
@@ -211,17 +207,10 @@ impl QuicServer {
 
     /// Serves every connection with `router`, in the background.
     pub fn serve(mut self, router: Router) -> ServerHandle {
-        *self.shared.router.lock().expect("router lock") = Some(Arc::new(router));
-        self.shared.router_ready.notify_waiters();
-        let shared = Arc::clone(&self.shared);
+        let router = Arc::new(router);
         let serving = tokio::spawn(async move {
             while let Some(connection) = self.ready.recv().await {
-                let router = shared
-                    .router
-                    .lock()
-                    .expect("router lock")
-                    .clone()
-                    .expect("set above");
+                let router = Arc::clone(&router);
                 let span = tracing::info_span!(
                     "connection",
                     peer = ?connection.peer.address,

@@ -267,6 +267,36 @@ async fn read_loop<R: AsyncRead + Unpin>(
     inner.pending.lock().expect("pending lock").clear();
 }
 
+/// Queues one message on `stream_id` for the writer, refusing it first if it is over the
+/// server's frame limit.
+async fn send_message<M: MessageSet>(
+    inner: &Inner,
+    stream_id: u32,
+    message: M,
+    end: bool,
+) -> Result<(), CallError> {
+    let frame = if end {
+        Frame::new(message).end_stream()
+    } else {
+        Frame::new(message)
+    };
+    let mut frame = RawFrame::encode(&frame);
+    frame.stream_id = stream_id;
+    if frame.body.len() > inner.agreed.max_frame_length as usize {
+        return Err(CallError::Codec(
+            taskwire_codec::CodecError::FrameTooLarge {
+                len: frame.body.len() as u64,
+                max: inner.agreed.max_frame_length,
+            },
+        ));
+    }
+    inner
+        .writer
+        .send(frame)
+        .await
+        .map_err(|_| CallError::Unavailable("the connection is closed".into()))
+}
+
 /// Sends CancelCall and forgets the stream unless the call completed.
 struct CallGuard {
     inner: Arc<Inner>,
@@ -313,60 +343,8 @@ impl TcpConnection {
         options: &CallOptions,
         end: bool,
     ) -> Result<(CallGuard, mpsc::Receiver<RawFrame>), CallError> {
-        if !self.is_usable() {
-            return Err(CallError::Unavailable(
-                "the connection is closed or going away".into(),
-            ));
-        }
-        let permit = Arc::clone(&self.inner.in_flight)
-            .try_acquire_owned()
-            .map_err(|_| {
-                CallError::ResourceExhausted(format!(
-                    "{} calls are already in flight on this connection",
-                    self.inner.agreed.max_concurrent_calls
-                ))
-            })?;
-        let stream_id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(16);
-        self.inner
-            .pending
-            .lock()
-            .expect("pending lock")
-            .insert(stream_id, tx);
-        let guard = CallGuard {
-            inner: Arc::clone(&self.inner),
-            stream_id,
-            done: false,
-            _permit: permit,
-        };
-        let send = |frame: RawFrame| async {
-            self.inner
-                .writer
-                .send(frame)
-                .await
-                .map_err(|_| CallError::Unavailable("the connection is closed".into()))
-        };
-        if options.has_header() {
-            let mut header = RawFrame::encode(&Frame::new(options.to_header(u64::from(stream_id))));
-            header.stream_id = stream_id;
-            send(header).await?;
-        }
-        let frame = if end {
-            Frame::new(first).end_stream()
-        } else {
-            Frame::new(first)
-        };
-        let mut frame = RawFrame::encode(&frame.with_stream_id(stream_id));
-        frame.stream_id = stream_id;
-        if frame.body.len() > self.inner.agreed.max_frame_length as usize {
-            return Err(CallError::Codec(
-                taskwire_codec::CodecError::FrameTooLarge {
-                    len: frame.body.len() as u64,
-                    max: self.inner.agreed.max_frame_length,
-                },
-            ));
-        }
-        send(frame).await?;
+        let (guard, rx) = self.open_header_only(options).await?;
+        send_message(&self.inner, guard.stream_id, first, end).await?;
         Ok((guard, rx))
     }
 
@@ -595,26 +573,7 @@ impl<M> std::fmt::Debug for TcpClientStream<M> {
 
 impl<M: MessageSet> TcpClientStream<M> {
     async fn send_frame(&self, message: M, end: bool) -> Result<(), CallError> {
-        let frame = if end {
-            Frame::new(message).end_stream()
-        } else {
-            Frame::new(message)
-        };
-        let mut frame = RawFrame::encode(&frame);
-        frame.stream_id = self.stream_id;
-        if frame.body.len() > self.inner.agreed.max_frame_length as usize {
-            return Err(CallError::Codec(
-                taskwire_codec::CodecError::FrameTooLarge {
-                    len: frame.body.len() as u64,
-                    max: self.inner.agreed.max_frame_length,
-                },
-            ));
-        }
-        self.inner
-            .writer
-            .send(frame)
-            .await
-            .map_err(|_| CallError::Unavailable("the connection is closed".into()))
+        send_message(&self.inner, self.stream_id, message, end).await
     }
 
     /// Sends one more item (waiting while the connection's send queue is full).

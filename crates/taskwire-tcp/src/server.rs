@@ -385,20 +385,13 @@ where
 
     // One writer owns the socket's sending half; calls hand it frames.
     let (out_tx, mut out_rx) = mpsc::channel::<RawFrame>(256);
-    let writer_codec = match codec {
-        Codec::Json => WireCodec::new(
-            Codec::Json,
-            *Builder::new()
-                .first_frame_done(true)
-                .max_frame_length(client_max),
-        ),
-        _ => WireCodec::new(
-            Codec::Protobuf,
-            *Builder::new()
-                .first_frame_done(true)
-                .max_frame_length(client_max),
-        ),
-    };
+    // Answers use the client's framing and respect the frame limit it announced.
+    let writer_codec = WireCodec::new(
+        codec,
+        *Builder::new()
+            .first_frame_done(true)
+            .max_frame_length(client_max),
+    );
     let writer_task = tokio::spawn(async move {
         let mut codec = writer_codec;
         let mut bytes = BytesMut::with_capacity(16 * 1024);
