@@ -1,0 +1,429 @@
+//! The in-memory state, per tenant, and the instance lifecycle rules every conversation
+//! shares.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use taskwire_proto::environment::v1::ImageInfo;
+use taskwire_proto::instance::v1::{
+    Checkpoint, CheckpointSummary, InstanceState, InstanceStatus, Signal, SignalKind,
+};
+use taskwire_proto::wkt::Timestamp;
+use taskwire_rpc::{CallContext, Status, StatusCode};
+use tokio::sync::watch;
+
+use crate::ReferenceConfig;
+
+/// What every handler shares: the configuration, the store, and a change counter that
+/// long polls and signal subscriptions wait on.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ReferenceConfig,
+    pub(crate) started: Instant,
+    store: Mutex<Store>,
+    changes: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: ReferenceConfig, started: Instant) -> Shared {
+        Shared {
+            config,
+            started,
+            store: Mutex::new(Store::default()),
+            changes: watch::Sender::new(0),
+        }
+    }
+
+    /// The tenant `ctx` acts for (the router's authorization hook already checked it).
+    pub(crate) fn tenant_of(&self, ctx: &CallContext) -> Result<String, Status> {
+        self.config.tenants.resolve(ctx)
+    }
+
+    /// Runs `f` on the tenant's data, under the store lock. Never held across an await.
+    pub(crate) fn with_tenant<T>(&self, tenant: &str, f: impl FnOnce(&mut Tenant) -> T) -> T {
+        let mut store = self.lock();
+        f(store.tenants.entry(tenant.to_owned()).or_default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A handler that panicked under the lock left the store consistent (every update
+        // is a single assignment after its checks), so the poison is ignored.
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes every long poll and subscription to look again.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver whose `changed()` resolves after the next [`Shared::changed`].
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn sizes(&self) -> StoreSizes {
+        let store = self.lock();
+        let mut sizes = StoreSizes {
+            tenants: store.tenants.len(),
+            ..StoreSizes::default()
+        };
+        for tenant in store.tenants.values() {
+            sizes.instances += tenant.instances.len();
+            sizes.images += tenant.images.len();
+            sizes.running_jobs += tenant.jobs.len();
+            for instance in tenant.instances.values() {
+                sizes.checkpoints += instance.checkpoints.len();
+                sizes.bytes += instance
+                    .checkpoints
+                    .iter()
+                    .map(|c| c.state.len())
+                    .sum::<usize>();
+                sizes.bytes += instance.input.len();
+            }
+            sizes.bytes += tenant
+                .images
+                .values()
+                .map(|i| i.content.len())
+                .sum::<usize>();
+        }
+        sizes
+    }
+}
+
+/// How much a reference server holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreSizes {
+    /// Tenants that have made a call.
+    pub tenants: usize,
+    /// Instances, all tenants.
+    pub instances: usize,
+    /// Stored checkpoints, all instances.
+    pub checkpoints: usize,
+    /// Stored images.
+    pub images: usize,
+    /// Runner jobs executing now.
+    pub running_jobs: usize,
+    /// Bytes of checkpoint state, inputs and image content held.
+    pub bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    tenants: HashMap<String, Tenant>,
+}
+
+/// One tenant's data. Nothing in it refers to another tenant's.
+#[derive(Debug, Default)]
+pub(crate) struct Tenant {
+    pub(crate) instances: BTreeMap<String, Instance>,
+    pub(crate) images: BTreeMap<String, Image>,
+    /// Runner jobs executing now, by job id.
+    pub(crate) jobs: HashMap<String, std::sync::Arc<crate::runner::Job>>,
+    /// Source of generated ids and of creation order (for newest-first listings).
+    counter: u64,
+}
+
+/// A stored image.
+#[derive(Debug)]
+pub(crate) struct Image {
+    pub(crate) info: ImageInfo,
+    pub(crate) content: Bytes,
+    pub(crate) order: u64,
+}
+
+/// One instance and everything stored for it.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    pub(crate) status: InstanceStatus,
+    pub(crate) input: Bytes,
+    /// Ascending by sequence.
+    pub(crate) checkpoints: Vec<Checkpoint>,
+    pub(crate) signals: Vec<SignalRecord>,
+    pub(crate) retries: BTreeSet<u32>,
+    pub(crate) order: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct SignalRecord {
+    pub(crate) signal: Signal,
+    pub(crate) acked: bool,
+}
+
+/// A signal to enqueue.
+#[derive(Debug, Default)]
+pub(crate) struct NewSignal {
+    pub(crate) kind: i32,
+    pub(crate) custom_type: String,
+    pub(crate) payload: Bytes,
+    /// Caller-chosen id; sending the same id again returns it without a second signal.
+    pub(crate) signal_id: String,
+}
+
+pub(crate) fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+pub(crate) fn not_found(what: &str, id: &str) -> Status {
+    Status::not_found(format!("{what} {id:?} not found"))
+}
+
+pub(crate) fn required(field: &str) -> Status {
+    Status::invalid_argument(format!("{field} is required"))
+}
+
+impl Tenant {
+    pub(crate) fn next_order(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// The instance, after applying any wake-up that came due.
+    pub(crate) fn instance(&mut self, id: &str) -> Result<&mut Instance, Status> {
+        if id.is_empty() {
+            return Err(required("instance_id"));
+        }
+        let instance = self
+            .instances
+            .get_mut(id)
+            .ok_or_else(|| not_found("instance", id))?;
+        instance.wake_if_due(SystemTime::now());
+        Ok(instance)
+    }
+
+    /// Creates an instance record in `state`.
+    pub(crate) fn create_instance(
+        &mut self,
+        tenant: &str,
+        config: &ReferenceConfig,
+        status: InstanceStatus,
+        input: Bytes,
+    ) -> Result<&mut Instance, Status> {
+        if self.instances.len() >= config.max_instances_per_tenant {
+            return Err(Status::resource_exhausted(format!(
+                "tenant {tenant:?} holds {} instances, the most this server keeps",
+                config.max_instances_per_tenant
+            )));
+        }
+        let order = self.next_order();
+        let id = status.instance_id.clone();
+        let at = now();
+        let status = InstanceStatus {
+            tenant_id: tenant.to_owned(),
+            created_at: Some(at),
+            updated_at: Some(at),
+            attempt: 1,
+            ..status
+        };
+        Ok(self.instances.entry(id).or_insert(Instance {
+            status,
+            input,
+            checkpoints: Vec::new(),
+            signals: Vec::new(),
+            retries: BTreeSet::new(),
+            order,
+        }))
+    }
+
+    /// Instances newest first.
+    pub(crate) fn instances_newest_first(&mut self) -> Vec<&mut Instance> {
+        let wake = SystemTime::now();
+        let mut all: Vec<&mut Instance> = self.instances.values_mut().collect();
+        for instance in &mut all {
+            instance.wake_if_due(wake);
+        }
+        all.sort_by_key(|instance| std::cmp::Reverse(instance.order));
+        all
+    }
+}
+
+impl Instance {
+    pub(crate) fn state(&self) -> InstanceState {
+        self.status.state()
+    }
+
+    pub(crate) fn is_final(&self) -> bool {
+        matches!(
+            self.state(),
+            InstanceState::Completed | InstanceState::Failed | InstanceState::Cancelled
+        )
+    }
+
+    /// Moves to `state`, stamping the times the status documents.
+    pub(crate) fn set_state(&mut self, state: InstanceState) {
+        let at = now();
+        self.status.set_state(state);
+        self.status.updated_at = Some(at);
+        if state != InstanceState::Sleeping {
+            self.status.wake_at = None;
+        }
+        if matches!(
+            state,
+            InstanceState::Completed | InstanceState::Failed | InstanceState::Cancelled
+        ) {
+            self.status.finished_at = Some(at);
+        } else {
+            self.status.finished_at = None;
+        }
+    }
+
+    /// A durable sleep whose time has come leaves the instance PENDING, waiting for a
+    /// process to register and resume it.
+    fn wake_if_due(&mut self, now: SystemTime) {
+        if self.state() != InstanceState::Sleeping {
+            return;
+        }
+        let due = self
+            .status
+            .wake_at
+            .and_then(|at| SystemTime::try_from(at).ok())
+            .is_none_or(|at| at <= now);
+        if due {
+            self.set_state(InstanceState::Pending);
+        }
+    }
+
+    pub(crate) fn latest_checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoints.last()
+    }
+
+    /// The named checkpoint, or the latest when `id` is empty (`Ok(None)` if there is
+    /// none yet).
+    pub(crate) fn checkpoint(&self, id: &str) -> Result<Option<&Checkpoint>, Status> {
+        if id.is_empty() {
+            return Ok(self.latest_checkpoint());
+        }
+        self.checkpoints
+            .iter()
+            .find(|c| c.summary.as_ref().is_some_and(|s| s.checkpoint_id == id))
+            .map(Some)
+            .ok_or_else(|| not_found("checkpoint", id))
+    }
+
+    pub(crate) fn summaries(&self) -> impl Iterator<Item = &CheckpointSummary> {
+        self.checkpoints.iter().filter_map(|c| c.summary.as_ref())
+    }
+
+    pub(crate) fn pending_signals(&self) -> impl Iterator<Item = &Signal> {
+        self.signals.iter().filter(|r| !r.acked).map(|r| &r.signal)
+    }
+
+    /// Enqueues a signal for the instance and returns its id.
+    pub(crate) fn send_signal(
+        &mut self,
+        signal: NewSignal,
+        max_pending: usize,
+    ) -> Result<String, Status> {
+        let kind = SignalKind::try_from(signal.kind).map_err(|_| {
+            Status::invalid_argument(format!("kind {} is not a SignalKind", signal.kind))
+        })?;
+        match kind {
+            SignalKind::Unspecified => {
+                return Err(Status::invalid_argument(
+                    "kind SIGNAL_KIND_UNSPECIFIED is not a signal",
+                ));
+            }
+            SignalKind::Custom if signal.custom_type.is_empty() => {
+                return Err(required("custom_type of a SIGNAL_KIND_CUSTOM signal"));
+            }
+            _ => {}
+        }
+        if !signal.signal_id.is_empty()
+            && let Some(existing) = self
+                .signals
+                .iter()
+                .find(|r| r.signal.signal_id == signal.signal_id)
+        {
+            // A retried send with the caller's id: the first one stands.
+            return Ok(existing.signal.signal_id.clone());
+        }
+        if self.is_final() {
+            return Err(Status::failed_precondition(format!(
+                "instance {:?} is {} and takes no signals",
+                self.status.instance_id,
+                self.state().as_str_name()
+            )));
+        }
+        if self.pending_signals().count() >= max_pending {
+            return Err(Status::resource_exhausted(format!(
+                "instance {:?} has {max_pending} unacknowledged signals, the most this server keeps",
+                self.status.instance_id
+            )));
+        }
+        let signal_id = if signal.signal_id.is_empty() {
+            format!("sig-{}", self.signals.len() + 1)
+        } else {
+            signal.signal_id
+        };
+        self.signals.push(SignalRecord {
+            signal: Signal {
+                signal_id: signal_id.clone(),
+                instance_id: self.status.instance_id.clone(),
+                kind: kind as i32,
+                custom_type: signal.custom_type,
+                payload: signal.payload,
+                sent_at: Some(now()),
+            },
+            acked: false,
+        });
+        Ok(signal_id)
+    }
+
+    /// The status as listings show it: without the output, to keep pages small.
+    pub(crate) fn listed_status(&self) -> InstanceStatus {
+        InstanceStatus {
+            output: Bytes::new(),
+            ..self.full_status()
+        }
+    }
+
+    pub(crate) fn full_status(&self) -> InstanceStatus {
+        InstanceStatus {
+            last_checkpoint: self.summaries().last().cloned(),
+            ..self.status.clone()
+        }
+    }
+}
+
+/// Checks `states` filter values of a listing request.
+pub(crate) fn state_filter(states: &[i32]) -> Result<Vec<InstanceState>, Status> {
+    states
+        .iter()
+        .map(|&s| {
+            InstanceState::try_from(s).map_err(|_| {
+                Status::new(
+                    StatusCode::InvalidArgument,
+                    format!("states holds {s}, which is not an InstanceState"),
+                )
+            })
+        })
+        .collect()
+}
+
+impl Tenant {
+    /// One page of instances, newest first, filtered by state (any of `states`, or all
+    /// when empty) and image (any when empty). Listings leave `output` empty.
+    pub(crate) fn list_instances(
+        &mut self,
+        states: &[i32],
+        image_id: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<InstanceStatus>, String), Status> {
+        let states = state_filter(states)?;
+        let after = crate::paging::parse_token(page_token)?;
+        let size = crate::paging::page_size(page_size);
+        let matching = self
+            .instances_newest_first()
+            .into_iter()
+            .filter(|i| after.is_none_or(|after| i.order < after))
+            .filter(|i| states.is_empty() || states.contains(&i.state()))
+            .filter(|i| image_id.is_empty() || i.status.image_id == image_id)
+            .map(|i| (i.order, i.listed_status()));
+        Ok(crate::paging::page(matching, size))
+    }
+}
