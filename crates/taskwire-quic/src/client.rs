@@ -483,6 +483,38 @@ impl Connection {
         R: Rpc,
         R::Response: WireMessage,
     {
+        self.unary(request, options).await
+    }
+
+    /// A unary call whose types are known only at run time, such as a request parsed
+    /// from JSON into an [`AnyMessage`](taskwire_proto::registry::AnyMessage): the answer
+    /// is decoded as a message of the same set.
+    ///
+    /// ```no_run
+    /// # async fn run(connection: taskwire_quic::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// use taskwire_proto::MessageSet;
+    /// use taskwire_proto::registry::AnyMessage;
+    /// use taskwire_rpc::CallOptions;
+    ///
+    /// let type_id = AnyMessage::type_id_of("taskwire.management.v1.HealthRequest").unwrap();
+    /// let request = AnyMessage::deserialize_json_body(type_id, &mut serde_json::Deserializer::from_str("{}"))?;
+    /// let answer: AnyMessage = connection.call_message(request, CallOptions::default()).await?;
+    /// println!("{}", answer.name());
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_message<M: MessageSet>(
+        &self,
+        request: M,
+        options: CallOptions,
+    ) -> Result<M, CallError> {
+        self.unary(request, options).await
+    }
+
+    async fn unary<Q: MessageSet, A: MessageSet>(
+        &self,
+        request: Q,
+        options: CallOptions,
+    ) -> Result<A, CallError> {
         let call = async {
             let mut stream = self.open(request, &options, true).await?;
             let frame = stream
@@ -494,13 +526,19 @@ impl Connection {
                     CallError::Unavailable("the stream ended without an answer".into())
                 })?;
             stream.done = true;
-            decode_answer::<R::Response>(frame)
+            decode_answer::<A>(frame)
         };
         with_timeout(options.get_timeout(), call).await
     }
 
     /// A one-way call: sent, and not answered.
     pub async fn send_event<R: Rpc>(&self, request: R) -> Result<(), CallError> {
+        self.send_message(request).await
+    }
+
+    /// A one-way call whose type is known only at run time (see
+    /// [`call_message`](Self::call_message)).
+    pub async fn send_message<M: MessageSet>(&self, request: M) -> Result<(), CallError> {
         let mut stream = self.open(request, &CallOptions::default(), true).await?;
         stream.done = true;
         let _ = stream.recv().stop(codes::CLOSE_NO_ERROR);
@@ -517,6 +555,24 @@ impl Connection {
         R: Rpc,
         R::Response: WireMessage,
     {
+        self.open_server_stream(request, options).await
+    }
+
+    /// A server-streaming call whose types are known only at run time (see
+    /// [`call_message`](Self::call_message)): items are decoded as messages of the set.
+    pub async fn server_stream_messages<M: MessageSet>(
+        &self,
+        request: M,
+        options: CallOptions,
+    ) -> Result<ResponseStream<M>, CallError> {
+        self.open_server_stream(request, options).await
+    }
+
+    async fn open_server_stream<Q: MessageSet, A: MessageSet>(
+        &self,
+        request: Q,
+        options: CallOptions,
+    ) -> Result<ResponseStream<A>, CallError> {
         let deadline = options.get_timeout().map(|t| Instant::now() + t);
         let stream = self.open(request, &options, true).await?;
         Ok(ResponseStream {
@@ -609,7 +665,7 @@ impl<T> std::fmt::Debug for ResponseStream<T> {
     }
 }
 
-impl<T: WireMessage> ResponseStream<T> {
+impl<T: MessageSet> ResponseStream<T> {
     /// The next item; `Ok(None)` when the server ended the stream successfully.
     pub async fn message(&mut self) -> Result<Option<T>, CallError> {
         if self.finished {

@@ -636,3 +636,42 @@ async fn ping_measures_a_round_trip_on_the_control_stream() {
     let rtt = within(10, connection.ping()).await.unwrap();
     assert!(rtt < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_call_typed_only_at_run_time_answers_with_the_response_message() {
+    use taskwire_proto::MessageSet;
+    use taskwire_proto::registry::{AnyMessage, InstanceMessage};
+
+    let pki = pki();
+    let server = start(&pki, Limits::default(), register_router());
+    let connection = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    let type_id = AnyMessage::type_id_of("taskwire.instance.v1.RegisterInstanceRequest").unwrap();
+    let request = AnyMessage::deserialize_json_body(
+        type_id,
+        &mut serde_json::Deserializer::from_str(r#"{"instanceId":"order-7"}"#),
+    )
+    .unwrap();
+    let answer: AnyMessage = within(10, connection.call_message(request, CallOptions::default()))
+        .await
+        .unwrap();
+    match answer {
+        AnyMessage::Instance(InstanceMessage::RegisterInstanceResponse(response)) => {
+            assert!(response.accepted);
+        }
+        other => panic!("{other:?}"),
+    }
+    let refused = within(
+        10,
+        connection.call_message(
+            AnyMessage::from(InstanceMessage::from(RegisterInstanceRequest::default())),
+            CallOptions::default(),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(CallError::Status(ref s)) if s.code() == StatusCode::InvalidArgument),
+        "a status frame is a failure even when the answer set includes Status: {refused:?}"
+    );
+}

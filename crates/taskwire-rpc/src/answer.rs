@@ -2,26 +2,37 @@
 
 use prost::Message as _;
 use taskwire_codec::RawFrame;
-use taskwire_proto::WireMessage;
 use taskwire_proto::session::v1::Status as StatusMessage;
+use taskwire_proto::{MessageSet, WireMessage, registry};
 
 use crate::{CallError, Status, StatusCode};
 
-/// Decodes an answer frame: the expected type `T`, or the failure a status frame carries,
-/// or a protocol error for anything else.
-pub fn decode_answer<T: WireMessage>(frame: RawFrame) -> Result<T, CallError> {
-    if frame.type_id == T::TYPE_ID {
-        return T::decode(frame.body)
-            .map_err(|e| CallError::Protocol(format!("undecodable {}: {e}", T::NAME)));
+/// Decodes an answer frame: a message of the set `T` (one type, or a set such as
+/// `AnyMessage` when the type is known only at run time), or the failure a status frame
+/// carries, or a protocol error for anything else.
+pub fn decode_answer<T: MessageSet>(frame: RawFrame) -> Result<T, CallError> {
+    let type_id = frame.type_id;
+    // A Status frame is never an answer's payload: it is how a call ends.
+    if type_id == StatusMessage::TYPE_ID {
+        return match decode_status(frame)? {
+            Some(status) => Err(CallError::Status(status)),
+            None => Err(CallError::Protocol(
+                "expected an answer, got a Status with code OK".into(),
+            )),
+        };
     }
-    match decode_status(frame) {
-        Ok(Some(status)) => Err(CallError::Status(status)),
-        Ok(None) => Err(CallError::Protocol(format!(
-            "expected {}, got a Status with code OK",
-            T::NAME
+    match T::decode_body(type_id, frame.body) {
+        Some(decoded) => decoded
+            .map_err(|e| CallError::Protocol(format!("undecodable {}: {e}", type_name(type_id)))),
+        None => Err(CallError::Protocol(format!(
+            "unexpected answer {} ({type_id:#06x})",
+            type_name(type_id)
         ))),
-        Err(error) => Err(error),
     }
+}
+
+fn type_name(type_id: u16) -> &'static str {
+    registry::by_type_id(type_id).map_or("an unregistered message", |info| info.name)
 }
 
 /// The status a status frame carries: `Ok(None)` for `STATUS_CODE_OK` (the end of a
