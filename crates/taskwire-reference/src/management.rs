@@ -28,15 +28,19 @@ pub(crate) fn routes(router: &mut Router, shared: &Arc<Shared>) {
     unary(router, shared, get_checkpoint);
 }
 
-fn health(shared: &Shared, _tenant: &str, _: HealthRequest) -> Result<HealthResponse, Status> {
-    let sizes = shared.sizes();
+fn health(shared: &Shared, tenant: &str, _: HealthRequest) -> Result<HealthResponse, Status> {
+    // The caller's own counts only: totals over every tenant would tell each tenant how
+    // much the others hold.
+    let (instances, checkpoints, images) = shared.with_tenant(tenant, |t| {
+        let checkpoints: usize = t.instances.values().map(|i| i.checkpoints.len()).sum();
+        (t.instances.len(), checkpoints, t.images.len())
+    });
     let checks = BTreeMap::from([(
         "store".to_owned(),
         CheckResult {
             status: ServingStatus::Serving as i32,
             message: format!(
-                "in memory: {} instances, {} checkpoints, {} images",
-                sizes.instances, sizes.checkpoints, sizes.images
+                "in memory (not durable); this tenant holds {instances} instances, {checkpoints} checkpoints, {images} images"
             ),
         },
     )]);
