@@ -1,0 +1,162 @@
+//! The TLS side of `serve` and `call`: certificates from files, or generated in memory
+//! for development.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::Digest as _;
+use taskwire_quic::{ClientConfig, QuicClient};
+use taskwire_tls::{
+    CaBundle, CaParams, CertificateAuthority, ClientAuth, ClientConfigBuilder, Credentials,
+    ReloadableCertResolver, ServerCertParams, ServerConfigBuilder,
+};
+
+use crate::error::CliError;
+
+/// How `call` and `bench` reach a server.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct ClientArgs {
+    /// The server's QUIC address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub(crate) addr: SocketAddr,
+    /// The name the server's certificate must carry.
+    #[arg(long, default_value = "localhost")]
+    pub(crate) server_name: String,
+    /// CA certificate (PEM) to verify the server with.
+    #[arg(long, conflicts_with = "pin")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Trust exactly the server key with this SHA-256 SPKI fingerprint (hex), as
+    /// `taskwire serve` prints in development mode.
+    #[arg(long)]
+    pub(crate) pin: Option<String>,
+    /// Client certificate (PEM), for servers with mutual TLS.
+    #[arg(long, requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// The tenant to claim in the Hello. Proves nothing: servers with mutual TLS take the
+    /// tenant from --cert.
+    #[arg(long, default_value = "")]
+    pub(crate) tenant: String,
+}
+
+impl ClientArgs {
+    pub(crate) fn quic_client(&self) -> Result<QuicClient, CliError> {
+        let mut builder = match (&self.ca, &self.pin) {
+            (Some(ca), _) => ClientConfigBuilder::new(
+                CaBundle::from_pem_file(ca)
+                    .map_err(|e| CliError::msg(format!("--ca {}: {e}", ca.display())))?,
+            ),
+            (None, Some(pin)) => ClientConfigBuilder::pinned([parse_pin(pin)?]),
+            (None, None) => {
+                return Err(CliError::msg(
+                    "say how to trust the server: --ca CA.pem, or --pin FINGERPRINT from `taskwire serve`",
+                ));
+            }
+        };
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let credentials = Credentials::from_pem_files(cert, key)
+                .map_err(|e| CliError::msg(format!("--cert {}: {e}", cert.display())))?;
+            builder = builder.client_credentials(credentials);
+        }
+        let tls = builder
+            .alpn_protocols([taskwire_quic::ALPN])
+            .tls13_only(true)
+            .build()
+            .map_err(|e| CliError::msg(format!("client TLS: {e}")))?;
+        let mut config = ClientConfig::new(self.addr, self.server_name.clone(), Arc::new(tls));
+        config.session.name = "taskwire-cli".into();
+        config.session.tenant = self.tenant.clone();
+        QuicClient::new(config).map_err(|e| CliError::msg(format!("QUIC client: {e}")))
+    }
+}
+
+fn parse_pin(pin: &str) -> Result<[u8; 32], CliError> {
+    let bytes =
+        hex::decode(pin.trim()).map_err(|e| CliError::msg(format!("--pin {pin:?}: {e}")))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        CliError::msg(format!(
+            "--pin is {} bytes; a SHA-256 fingerprint is 32",
+            b.len()
+        ))
+    })
+}
+
+/// What a server's TLS setup came to.
+pub(crate) struct ServerTls {
+    pub(crate) config: Arc<rustls::ServerConfig>,
+    /// True when client certificates are required (a CA was given).
+    pub(crate) mutual: bool,
+    /// Lines to print about generated certificates, in development mode.
+    pub(crate) notes: Vec<String>,
+    /// SHA-256 of the server key's SPKI, for `call --pin`.
+    pub(crate) pin: [u8; 32],
+    /// With certificates from files: the resolver that reloads them.
+    pub(crate) reload: Option<Arc<ReloadableCertResolver>>,
+}
+
+/// Certificates for `serve`: from files, or generated in memory when `cert` is absent.
+pub(crate) fn server_tls(
+    cert: Option<&(PathBuf, PathBuf)>,
+    client_ca: Option<&PathBuf>,
+) -> Result<ServerTls, CliError> {
+    let mut notes = Vec::new();
+    let credentials = match cert {
+        Some((cert, key)) => Credentials::from_pem_files(cert, key)
+            .map_err(|e| CliError::msg(format!("--cert {}: {e}", cert.display())))?,
+        None => {
+            let ca = CertificateAuthority::generate(&CaParams::new("taskwire development CA"))
+                .map_err(|e| CliError::msg(format!("generating a development CA: {e}")))?;
+            let issued = ca
+                .issue_server(&ServerCertParams::new(["localhost"]).ip_addresses([
+                    "127.0.0.1".parse().expect("a literal address"),
+                    "::1".parse().expect("a literal address"),
+                ]))
+                .map_err(|e| CliError::msg(format!("generating a server certificate: {e}")))?;
+            notes.push("development mode: certificates generated in memory for localhost, 127.0.0.1 and ::1".into());
+            notes.push(format!(
+                "  CA certificate fingerprint (SHA-256): {}",
+                hex::encode(sha2::Sha256::digest(ca.certificate()))
+            ));
+            issued
+                .credentials()
+                .map_err(|e| CliError::msg(format!("server credentials: {e}")))?
+        }
+    };
+    let pin = credentials.spki_sha256();
+    let client_auth = match client_ca {
+        Some(ca) => ClientAuth::Required(
+            CaBundle::from_pem_file(ca)
+                .map_err(|e| CliError::msg(format!("--ca {}: {e}", ca.display())))?,
+        ),
+        None => ClientAuth::Disabled,
+    };
+    let mutual = client_ca.is_some();
+    // Certificates from files can be swapped while serving (see `serve` and SIGHUP).
+    let reload = match cert {
+        Some(_) => Some(Arc::new(
+            ReloadableCertResolver::new(&credentials)
+                .map_err(|e| CliError::msg(format!("server key: {e}")))?,
+        )),
+        None => None,
+    };
+    let builder = match &reload {
+        Some(resolver) => ServerConfigBuilder::with_cert_resolver(resolver.clone()),
+        None => ServerConfigBuilder::new(credentials),
+    };
+    let config = builder
+        .client_auth(client_auth)
+        .alpn_protocols([taskwire_quic::ALPN])
+        .tls13_only(true)
+        .build()
+        .map_err(|e| CliError::msg(format!("server TLS: {e}")))?;
+    Ok(ServerTls {
+        config: Arc::new(config),
+        mutual,
+        notes,
+        pin,
+        reload,
+    })
+}
