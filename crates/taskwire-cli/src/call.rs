@@ -45,19 +45,14 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
     if args.list {
         return list(args.list_json);
     }
-    let name = args.message.as_deref().unwrap_or_default();
-    let info = resolve(name)?;
-    let rpc = registry::rpc_by_request(info.type_id).ok_or_else(|| {
+    let request = parse_request(args.message.as_deref().unwrap_or_default(), &args.json)?;
+    let name = request.name();
+    let rpc = registry::rpc_by_request(request.type_id()).ok_or_else(|| {
         CliError::msg(format!(
             "{} is not the request of any rpc (see `taskwire call --list`)",
-            info.name
+            request.name()
         ))
     })?;
-    let request = AnyMessage::deserialize_json_body(
-        info.type_id,
-        &mut serde_json::Deserializer::from_str(&args.json),
-    )
-    .map_err(|e| CliError::msg(format!("--json is not a valid {}: {e}", info.name)))?;
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         return Err(CliError::msg(format!(
             "--timeout {} is not a positive number of seconds",
@@ -96,12 +91,12 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
                 .send_message(request)
                 .await
                 .map_err(|e| call_failure(&args.client, e))?;
-            print_line(format_args!("{{\"sent\":{:?}}}", info.name))?;
+            print_line(format_args!("{{\"sent\":{name:?}}}"))?;
         }
         shape => {
             return Err(CliError::msg(format!(
                 "{} opens a {:?} call, which `taskwire call` cannot drive; use the crates (see the README)",
-                info.name, shape
+                name, shape
             )));
         }
     }
@@ -123,6 +118,13 @@ fn print_message(message: &AnyMessage) -> Result<(), CliError> {
     let line = serde_json::json!({ "type": message.name(), "body": body });
     print_line(format_args!("{line}"))?;
     Ok(())
+}
+
+/// The request `name` names, parsed from its canonical JSON `body`.
+pub(crate) fn parse_request(name: &str, body: &str) -> Result<AnyMessage, CliError> {
+    let info = resolve(name)?;
+    AnyMessage::deserialize_json_body(info.type_id, &mut serde_json::Deserializer::from_str(body))
+        .map_err(|e| CliError::msg(format!("the JSON body is not a valid {}: {e}", info.name)))
 }
 
 /// The message a full or unambiguous short name means.

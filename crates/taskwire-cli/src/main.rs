@@ -10,6 +10,7 @@
 // panic of `println!`.)
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod call;
 mod cert;
 mod decode;
@@ -63,6 +64,8 @@ enum Command {
     Call(call::CallArgs),
     /// Run a reference server and a worker through every conversation, with a transcript.
     Demo(demo::DemoArgs),
+    /// Load a server with unary calls and report calls/s and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 fn run(command: Command) -> Result<(), CliError> {
@@ -72,6 +75,7 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Serve(args) => runtime("info")?.block_on(serve::run(args)),
         Command::Call(args) => runtime("warn")?.block_on(call::run(args)),
         Command::Demo(args) => runtime("warn")?.block_on(demo::run(args)),
+        Command::Bench(args) => runtime("warn")?.block_on(bench::run(args)),
     }
 }
 

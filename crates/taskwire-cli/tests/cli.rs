@@ -764,3 +764,42 @@ fn demo_runs_every_conversation_and_reports_no_failed_step() {
     assert_success(&text);
     assert!(stdout(&text).contains("summary: "), "{}", stdout(&text));
 }
+
+#[test]
+fn bench_loads_an_embedded_server_and_reports_json() {
+    let bench = taskwire(&[
+        "bench",
+        "--embedded",
+        "--duration",
+        "0.5",
+        "--concurrency",
+        "4",
+        "--connections",
+        "2",
+        "--json",
+    ]);
+    assert_success(&bench);
+    let summary = &json_lines(&bench)[0];
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["connections"], 2);
+    assert!(
+        summary["calls_per_second"][0].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+    assert!(summary["p50_us"][0].as_f64().unwrap() > 0.0, "{summary}");
+
+    let streaming = taskwire(&[
+        "bench",
+        "taskwire.instance.v1.ListCheckpointsRequest",
+        "--embedded",
+    ]);
+    assert!(assert_one_line_failure(&streaming).contains("not the request of a unary rpc"));
+    let refused = taskwire(&[
+        "bench",
+        "taskwire.management.v1.GetInstanceStatusRequest",
+        "--body",
+        r#"{"instanceId":"nope"}"#,
+        "--embedded",
+    ]);
+    assert!(assert_one_line_failure(&refused).contains("NOT_FOUND"));
+}
