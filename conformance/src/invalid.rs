@@ -1,6 +1,8 @@
 //! The invalid vectors, each with the error kind the protocol requires.
 
 use taskwire_proto::WireMessage;
+use taskwire_proto::instance::v1::PollSignalsResponse;
+use taskwire_proto::journal::v1::Suspension;
 use taskwire_proto::runner::v1::{CancelRequest, ExecutionOutcome};
 use taskwire_proto::session::v1::{Ping, Status};
 
@@ -120,7 +122,7 @@ pub(crate) fn cases() -> Vec<InvalidVector> {
         case("binary/first-frame-over-hello-limit", "The first frame declares 65,537 bytes, one over the 64 KiB first-frame limit.", Binary, d, header(1, 0, ping, 0, 65_537), 0, "frame_too_large"),
         case("binary/length-0xffffffff", "A length of 0xFFFFFFFF after a good first frame: refused before any allocation.", Binary, d, after_ping(Binary, header(1, 0, ping, 0, u32::MAX)), 1, "frame_too_large"),
         case("binary/length-over-frame-limit", "16 MiB + 1 after a good first frame.", Binary, d, after_ping(Binary, header(1, 0, ping, 0, 16 * 1024 * 1024 + 1)), 1, "frame_too_large"),
-        case("binary/length-over-announced-limit", "A peer that announced 1,024-byte frames receives a 1,025-byte body.", Binary, Limits { max_frame_length: Some(1024), max_first_frame_length: None }, header(1, 0, ping, 0, 1025), 0, "frame_too_large"),
+        case("binary/length-over-announced-limit", "A peer that announced 1,024-byte frames receives a 1,025-byte body.", Binary, Limits { max_frame_length: Some(1024), ..d }, header(1, 0, ping, 0, 1025), 0, "frame_too_large"),
         case("binary/unknown-version", "Version byte 2.", Binary, d, binary_frame(ping, 0, &[]).iter().enumerate().map(|(i, b)| if i == 0 { 2 } else { *b }).collect(), 0, "unsupported_version"),
         case("binary/version-zero", "Version byte 0: what a JSON frame's length prefix looks like to a binary reader.", Binary, d, json_frame(br#"{"type":"taskwire.session.v1.Ping","body":{}}"#), 0, "unsupported_version"),
         case("binary/reserved-flag", "Flag bit 2, reserved in version 1.", Binary, d, binary_frame(ping, 0x04, &[]), 0, "reserved_flags"),
@@ -138,6 +140,8 @@ pub(crate) fn cases() -> Vec<InvalidVector> {
         case("binary/length-past-end-of-body", "A length-delimited field claims 5 bytes; 1 follows.", Binary, d, binary_frame(ping, 0, &[0x7a, 0x05, 0x41]), 0, "protobuf"),
         case("binary/invalid-utf8-string", "A string field holding the bytes ff fe.", Binary, d, binary_frame(CancelRequest::TYPE_ID, 0, &nested(job_id, &[0xff, 0xfe])), 0, "protobuf"),
         case("binary/nesting-past-100", "A Value nested 60 list levels deep: 120+ message levels, past the recursion limit of 100.", Binary, d, binary_frame(ExecutionOutcome::TYPE_ID, 0, &deeply_nested_outcome(60)), 0, "protobuf"),
+        case("binary/decoded-size-over-budget", "A PollSignalsResponse of 10 empty Signals (20 body bytes) counts 11 x 1,024 decoded bytes, over a budget of 8,192: refused before decoding.", Binary, Limits { max_decoded_size: Some(8192), ..d }, binary_frame(PollSignalsResponse::TYPE_ID, 0, &[0x0a, 0x00].repeat(10)), 0, "decoded_too_large"),
+        case("binary/packed-scalars-over-budget", "A Suspension whose packed entry_indexes hold 1,200 one-byte values: 1,024 + 8 x 1,200 decoded bytes, over a budget of 8,192.", Binary, Limits { max_decoded_size: Some(8192), ..d }, binary_frame(Suspension::TYPE_ID, 0, &nested(field_number(Suspension::NAME, "entry_indexes"), &[0x01; 1200])), 0, "decoded_too_large"),
         case("json/first-frame-over-hello-limit", "A JSON length prefix of 65,537 on the first frame.", Json, d, 65_537u32.to_be_bytes().to_vec(), 0, "frame_too_large"),
         case("json/length-0xffffffff", "A JSON length prefix of 0xFFFFFFFF after a good first frame.", Json, d, after_ping(Json, u32::MAX.to_be_bytes().to_vec()), 1, "frame_too_large"),
         case("json/empty-frame", "Length 0: no JSON value at all.", Json, d, json_frame(b""), 0, "json_syntax"),
@@ -158,6 +162,7 @@ pub(crate) fn cases() -> Vec<InvalidVector> {
         case("json/duplicate-body-field", "A body naming the same field twice.", Json, d, json_frame(br#"{"type":"taskwire.session.v1.Ping","body":{"nonce":"1","nonce":"2"}}"#), 0, "json_body"),
         case("json/unknown-enum-name", "A Status whose code names no StatusCode value.", Json, d, json_frame(br#"{"type":"taskwire.session.v1.Status","body":{"code":"STATUS_CODE_NOPE"}}"#), 0, "json_body"),
         case("json/out-of-range-timestamp", "A timestamp in year 10000, outside the proto3 JSON range.", Json, d, json_frame(br#"{"type":"taskwire.session.v1.CallHeader","body":{"deadline":"10000-01-01T00:00:00Z"}}"#), 0, "json_body"),
+        case("json/decoded-size-over-budget", "Ten empty JSON objects in a list: 11 objects or arrays opened (x 1,024) plus the text, over a budget of 8,192.", Json, Limits { max_decoded_size: Some(8192), ..d }, json_frame(br#"{"type":"taskwire.instance.v1.PollSignalsResponse","body":{"signals":[{},{},{},{},{},{},{},{},{},{}]}}"#), 0, "decoded_too_large"),
         case("json/body-cut-short", "A length prefix of 50 and 10 bytes, then the end of input.", Json, d, [50u32.to_be_bytes().to_vec(), b"{\"type\":\"t".to_vec()].concat(), 0, "truncated"),
     ]
 }

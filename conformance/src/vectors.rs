@@ -42,6 +42,9 @@ pub struct Limits {
     /// The maximum first-frame length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_first_frame_length: Option<u32>,
+    /// The decoded-size budget (`docs/protocol.md` §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_decoded_size: Option<u64>,
 }
 
 /// One frame of a valid vector, in language-neutral form.
@@ -116,6 +119,9 @@ fn builder(limits: Limits) -> Builder {
     }
     if let Some(max) = limits.max_first_frame_length {
         builder.max_first_frame_length(max);
+    }
+    if let Some(max) = limits.max_decoded_size {
+        builder.max_decoded_size(usize::try_from(max).unwrap_or(usize::MAX));
     }
     builder
 }

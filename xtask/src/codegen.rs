@@ -2,9 +2,11 @@
 //!
 //! Pure Rust all the way: protox parses and links the schemas (no system `protoc`),
 //! prost-build emits the message types, pbjson-build the canonical proto3 JSON mapping,
-//! and [`registry`] the wire registry (type ids, conversation enums, RPC pairing).
+//! [`registry`] the wire registry (type ids, conversation enums, RPC pairing), and
+//! [`shapes`] the field shapes the decoded-size budget walks.
 
 mod registry;
+mod shapes;
 
 use std::path::{Path, PathBuf};
 
@@ -123,6 +125,7 @@ pub(crate) fn generate(root: &Path) -> Result<(GeneratedDir, SpecSections), Stri
 
     let registry = registry::generate(&pool)?;
     out.add("registry.rs", registry.source);
+    out.add("shapes.rs", shapes::generate(&pool)?);
     out.add("mod.rs", module_tree(&packages));
     let sections = vec![
         ("registry:messages", registry.messages_table),
@@ -183,7 +186,7 @@ fn module_tree(packages: &[String]) -> String {
         node.package = Some(package.clone());
     }
     let mut out = String::from(HEADER);
-    out.push_str("pub mod registry;\n");
+    out.push_str("pub mod registry;\npub(crate) mod shapes;\n");
     emit(&root, 0, &mut out);
     out
 }

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use taskwire_proto::{MessageSet, registry};
+use taskwire_proto::{MessageSet, budget, registry};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::builder::{Builder, Limits};
@@ -24,11 +24,22 @@ pub struct RawFrame {
 }
 
 impl RawFrame {
-    /// Decodes the body as a message of the set `M`.
+    /// Decodes the body as a message of the set `M`, within the default decoded-size
+    /// budget ([`DEFAULT_MAX_DECODED_SIZE`](crate::DEFAULT_MAX_DECODED_SIZE)).
     #[inline]
     pub fn decode<M: MessageSet>(self) -> Result<Frame<M>, CodecError> {
+        self.decode_within(budget::DEFAULT_MAX_DECODED_SIZE)
+    }
+
+    /// Decodes the body as a message of the set `M`, refusing a body whose decoded size
+    /// (see [`Builder::max_decoded_size`]) is over `max_decoded_size`.
+    #[inline]
+    pub fn decode_within<M: MessageSet>(
+        self,
+        max_decoded_size: usize,
+    ) -> Result<Frame<M>, CodecError> {
         let type_id = self.type_id;
-        let message = decode_body::<M>(type_id, self.body)?;
+        let message = decode_body::<M>(type_id, self.body, max_decoded_size)?;
         Ok(Frame {
             stream_id: self.stream_id,
             flags: self.flags,
@@ -50,7 +61,22 @@ impl RawFrame {
 }
 
 #[inline]
-pub(crate) fn decode_body<M: MessageSet>(type_id: u16, body: Bytes) -> Result<M, CodecError> {
+pub(crate) fn decode_body<M: MessageSet>(
+    type_id: u16,
+    body: Bytes,
+    max_decoded_size: usize,
+) -> Result<M, CodecError> {
+    // Small bodies cannot reach the budget even at the worst expansion: no walk.
+    if budget::needs_walk(body.len(), max_decoded_size) {
+        budget::decoded_size(type_id, &body, max_decoded_size).map_err(|over| {
+            CodecError::DecodedTooLarge {
+                type_id,
+                name: registry::by_type_id(type_id).map_or("<unregistered>", |info| info.name),
+                counted: over.counted,
+                max: over.max,
+            }
+        })?;
+    }
     match M::decode_body(type_id, body) {
         None => Err(CodecError::UnknownMessageType { type_id }),
         Some(Ok(message)) => Ok(message),
@@ -255,11 +281,19 @@ impl<M: MessageSet> Decoder for BinaryMessageCodec<M> {
 
     #[inline]
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
-        self.raw.decode(src)?.map(RawFrame::decode).transpose()
+        let max = self.raw.limits.max_decoded_size;
+        self.raw
+            .decode(src)?
+            .map(|raw| raw.decode_within(max))
+            .transpose()
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
-        self.raw.decode_eof(src)?.map(RawFrame::decode).transpose()
+        let max = self.raw.limits.max_decoded_size;
+        self.raw
+            .decode_eof(src)?
+            .map(|raw| raw.decode_within(max))
+            .transpose()
     }
 }
 

@@ -12,6 +12,8 @@ use crate::{BinaryCodec, BinaryMessageCodec, JsonCodec};
 /// the receiver.
 pub const DEFAULT_MAX_FRAME_LENGTH: u32 = 16 * 1024 * 1024;
 
+pub use taskwire_proto::budget::DEFAULT_MAX_DECODED_SIZE;
+
 /// The default maximum length of a connection's first frame (the Hello): 64 KiB.
 ///
 /// An unauthenticated peer can make the server buffer at most this much before the
@@ -34,6 +36,7 @@ pub struct Builder {
     pub(crate) max_frame_length: u32,
     pub(crate) max_first_frame_length: u32,
     pub(crate) first_frame_done: bool,
+    pub(crate) max_decoded_size: usize,
 }
 
 impl Default for Builder {
@@ -49,6 +52,7 @@ impl Builder {
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
             max_first_frame_length: DEFAULT_MAX_FIRST_FRAME_LENGTH,
             first_frame_done: false,
+            max_decoded_size: DEFAULT_MAX_DECODED_SIZE,
         }
     }
 
@@ -69,6 +73,18 @@ impl Builder {
     /// Memory: what an unauthenticated peer can make the receiver buffer.
     pub fn max_first_frame_length(&mut self, max: u32) -> &mut Self {
         self.max_first_frame_length = max;
+        self
+    }
+
+    /// The most memory one decoded body may take, by the decoded-size rule of
+    /// `docs/protocol.md` §8: a body over it is refused with
+    /// [`CodecError::DecodedTooLarge`] before it is decoded. Default
+    /// [`DEFAULT_MAX_DECODED_SIZE`] (64 MiB).
+    ///
+    /// Memory: bounds what a frame can expand into. Protobuf lets two bytes stand for a
+    /// whole embedded message, so without it a 16 MiB frame could decode into gigabytes.
+    pub fn max_decoded_size(&mut self, max: usize) -> &mut Self {
+        self.max_decoded_size = max;
         self
     }
 
@@ -109,6 +125,7 @@ pub(crate) struct Limits {
     pub(crate) max_first_frame_length: u32,
     pub(crate) first_decoded: bool,
     pub(crate) first_encoded: bool,
+    pub(crate) max_decoded_size: usize,
 }
 
 impl Limits {
@@ -118,6 +135,7 @@ impl Limits {
             max_first_frame_length: builder.max_first_frame_length,
             first_decoded: builder.first_frame_done,
             first_encoded: builder.first_frame_done,
+            max_decoded_size: builder.max_decoded_size,
         }
     }
 

@@ -67,6 +67,21 @@ pub enum CodecError {
         /// What prost reported.
         source: prost::DecodeError,
     },
+    /// The body would decode into more memory than the decoded-size budget allows
+    /// (`docs/protocol.md` §8): refused before decoding.
+    #[error(
+        "{name} ({type_id:#06x}) would decode to more than {max} bytes (counted {counted} before stopping)"
+    )]
+    DecodedTooLarge {
+        /// The frame's type id (0 for a JSON frame, whose type is read later).
+        type_id: u16,
+        /// The message's full name, or what the frame is.
+        name: &'static str,
+        /// The decoded size counted when the check stopped: more than `max`.
+        counted: usize,
+        /// The budget in force.
+        max: usize,
+    },
     /// A JSON frame is malformed, names an unknown type, or its body does not match it.
     #[error(transparent)]
     Json(#[from] JsonError),
@@ -94,6 +109,8 @@ pub enum ErrorKind {
     Truncated,
     /// [`CodecError::Protobuf`].
     Protobuf,
+    /// [`CodecError::DecodedTooLarge`].
+    DecodedTooLarge,
     /// [`JsonErrorKind::Syntax`].
     JsonSyntax,
     /// [`JsonErrorKind::Envelope`].
@@ -117,6 +134,7 @@ impl ErrorKind {
             ErrorKind::StatusFlagMismatch => "status_flag_mismatch",
             ErrorKind::Truncated => "truncated",
             ErrorKind::Protobuf => "protobuf",
+            ErrorKind::DecodedTooLarge => "decoded_too_large",
             ErrorKind::JsonSyntax => "json_syntax",
             ErrorKind::JsonEnvelope => "json_envelope",
             ErrorKind::JsonUnknownType => "json_unknown_type",
@@ -143,6 +161,7 @@ impl CodecError {
             CodecError::StatusFlagMismatch { .. } => ErrorKind::StatusFlagMismatch,
             CodecError::Truncated { .. } => ErrorKind::Truncated,
             CodecError::Protobuf { .. } => ErrorKind::Protobuf,
+            CodecError::DecodedTooLarge { .. } => ErrorKind::DecodedTooLarge,
             CodecError::Json(e) => match e.kind() {
                 JsonErrorKind::Syntax => ErrorKind::JsonSyntax,
                 JsonErrorKind::Envelope => ErrorKind::JsonEnvelope,

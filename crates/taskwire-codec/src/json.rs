@@ -91,6 +91,7 @@ impl<M: MessageSet> Decoder for JsonCodec<M> {
         self.pending = None;
         self.limits.first_decoded = true;
         let text = src.split_to(len as usize);
+        check_decoded_size(&text, self.limits.max_decoded_size)?;
         parse_frame::<M>(&text).map(Some)
     }
 
@@ -218,6 +219,21 @@ enum Blame {
 }
 
 /// Parses one frame's JSON text.
+/// Refuses a JSON frame whose decoded size (`docs/protocol.md` §8) is over `max`.
+pub(crate) fn check_decoded_size(text: &[u8], max: usize) -> Result<(), CodecError> {
+    if taskwire_proto::budget::needs_walk(text.len(), max) {
+        taskwire_proto::budget::json_decoded_size(text, max).map_err(|over| {
+            CodecError::DecodedTooLarge {
+                type_id: 0,
+                name: "a JSON frame",
+                counted: over.counted,
+                max: over.max,
+            }
+        })?;
+    }
+    Ok(())
+}
+
 pub(crate) fn parse_frame<M: MessageSet>(text: &[u8]) -> Result<Frame<M>, CodecError> {
     let blame = Cell::new(Blame::Envelope);
     let mut de = serde_json::Deserializer::from_slice(text);

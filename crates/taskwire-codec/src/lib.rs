@@ -63,7 +63,9 @@ pub mod io;
 mod json;
 
 pub use binary::{BinaryCodec, BinaryMessageCodec, RawFrame};
-pub use builder::{Builder, DEFAULT_MAX_FIRST_FRAME_LENGTH, DEFAULT_MAX_FRAME_LENGTH};
+pub use builder::{
+    Builder, DEFAULT_MAX_DECODED_SIZE, DEFAULT_MAX_FIRST_FRAME_LENGTH, DEFAULT_MAX_FRAME_LENGTH,
+};
 pub use error::{CodecError, ErrorKind, JsonError, JsonErrorKind};
 pub use header::{Flags, FrameHeader, HEADER_LEN, VERSION};
 pub use json::{JSON_LENGTH_PREFIX_LEN, JsonCodec};

@@ -52,6 +52,7 @@
     clippy::semicolon_if_nothing_returned
 )]
 mod generated;
+pub mod budget;
 pub mod registry;
 pub mod wkt;
 

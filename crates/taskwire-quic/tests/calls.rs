@@ -675,3 +675,42 @@ async fn a_call_typed_only_at_run_time_answers_with_the_response_message() {
         "a status frame is a failure even when the answer set includes Status: {refused:?}"
     );
 }
+
+#[tokio::test]
+async fn an_amplified_request_is_resource_exhausted_and_the_connection_goes_on() {
+    use taskwire_proto::instance::v1::{InstanceEventBatch, SendEventBatchResponse};
+
+    let applied = Arc::new(AtomicUsize::new(0));
+    let mut router = register_router();
+    let seen = Arc::clone(&applied);
+    router.unary(move |_ctx, batch: InstanceEventBatch| {
+        seen.fetch_add(batch.events.len(), Ordering::SeqCst);
+        async move { Ok(SendEventBatchResponse::default()) }
+    });
+    let pki = pki();
+    let server = start(&pki, Limits::default(), router);
+    let connection = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    // 100,000 empty events: 200 KB on the wire, about 100 MiB counted decoded.
+    let batch = InstanceEventBatch {
+        events: vec![InstanceEvent::default(); 100_000],
+    };
+    match within(10, connection.call(batch)).await {
+        Err(CallError::Status(status)) => {
+            assert_eq!(status.code(), StatusCode::ResourceExhausted, "{status}");
+            assert!(status.message().contains("InstanceEventBatch"), "{status}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(applied.load(Ordering::SeqCst), 0, "the handler never ran");
+    let small = InstanceEventBatch {
+        events: vec![InstanceEvent::default(); 10],
+    };
+    within(10, connection.call(small)).await.unwrap();
+    assert_eq!(
+        applied.load(Ordering::SeqCst),
+        10,
+        "the connection still serves"
+    );
+}

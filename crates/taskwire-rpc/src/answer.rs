@@ -3,7 +3,7 @@
 use prost::Message as _;
 use taskwire_codec::RawFrame;
 use taskwire_proto::session::v1::Status as StatusMessage;
-use taskwire_proto::{MessageSet, WireMessage, registry};
+use taskwire_proto::{MessageSet, WireMessage, budget, registry};
 
 use crate::{CallError, Status, StatusCode};
 
@@ -20,6 +20,17 @@ pub fn decode_answer<T: MessageSet>(frame: RawFrame) -> Result<T, CallError> {
                 "expected an answer, got a Status with code OK".into(),
             )),
         };
+    }
+    if budget::needs_walk(frame.body.len(), budget::DEFAULT_MAX_DECODED_SIZE) {
+        budget::decoded_size(type_id, &frame.body, budget::DEFAULT_MAX_DECODED_SIZE).map_err(
+            |over| {
+                CallError::Protocol(format!(
+                    "the answer {} would decode to more than {} bytes",
+                    type_name(type_id),
+                    over.max
+                ))
+            },
+        )?;
     }
     match T::decode_body(type_id, frame.body) {
         Some(decoded) => decoded

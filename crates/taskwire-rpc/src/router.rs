@@ -10,7 +10,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use taskwire_codec::{Frame, RawFrame};
 use taskwire_proto::registry::{self, CallShape};
-use taskwire_proto::{MessageSet, Rpc, WireMessage};
+use taskwire_proto::{MessageSet, Rpc, WireMessage, budget};
 use tokio::sync::mpsc;
 
 use crate::stream::{RequestStream, ResponseSink, channel_capacity};
@@ -98,6 +98,17 @@ impl fmt::Debug for Router {
 }
 
 fn decode<M: WireMessage>(body: Bytes) -> Result<M, Status> {
+    if budget::needs_walk(body.len(), budget::DEFAULT_MAX_DECODED_SIZE) {
+        budget::decoded_size(M::TYPE_ID, &body, budget::DEFAULT_MAX_DECODED_SIZE).map_err(
+            |over| {
+                Status::resource_exhausted(format!(
+                    "{} would decode to more than {} bytes",
+                    M::NAME,
+                    over.max
+                ))
+            },
+        )?;
+    }
     M::decode(body).map_err(|e| Status::invalid_argument(format!("invalid {}: {e}", M::NAME)))
 }
 

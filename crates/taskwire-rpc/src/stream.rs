@@ -67,6 +67,9 @@ impl<M: MessageSet> RequestStream<M> {
                             "unexpected message type {type_id:#06x} on this stream"
                         ))
                     }
+                    error @ taskwire_codec::CodecError::DecodedTooLarge { .. } => {
+                        Status::resource_exhausted(error.to_string())
+                    }
                     other => Status::invalid_argument(other.to_string()),
                 })
             }
