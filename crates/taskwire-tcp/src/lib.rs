@@ -27,7 +27,7 @@ mod wire;
 use std::time::Duration;
 
 pub use client::{TcpClient, TcpClientConfig, TcpClientStream, TcpConnection, TcpResponseStream};
-pub use server::{TcpServer, TcpServerConfig, TcpServerHandle, TcpServerStats};
+pub use server::{TcpServer, TcpServerConfig, TcpServerHandle, TcpServerStats, serve_stream};
 
 /// Limits of a TCP client or server, with documented defaults. `Copy`; setters named
 /// after fields.

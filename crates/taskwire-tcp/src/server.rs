@@ -227,6 +227,56 @@ impl TcpServerHandle {
     }
 }
 
+/// Serves one connection that is already open, over any byte stream: the same first-byte
+/// sniff, Hello, limits and dispatch as a connection a [`TcpServer`] accepted, without a
+/// listener, TLS or connection slots. For in-memory transports, tests and fuzzing.
+///
+/// `peer` and `identity` are what handlers see as the caller. Returns when the connection
+/// ends: `Ok` for a clean close by the peer, otherwise why it was closed.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::sync::Arc;
+/// use taskwire_rpc::Router;
+/// use taskwire_tcp::TcpServerConfig;
+///
+/// let (client, server) = tokio::io::duplex(64 * 1024);
+/// let config = TcpServerConfig::plaintext_loopback("127.0.0.1:0".parse().unwrap());
+/// let served = tokio::spawn(taskwire_tcp::serve_stream(
+///     server,
+///     "127.0.0.1:9".parse().unwrap(),
+///     None,
+///     &config,
+///     Arc::new(Router::new()),
+/// ));
+/// drop(client); // the peer goes away before its Hello
+/// assert!(served.await.unwrap().is_err());
+/// # }
+/// ```
+pub fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    identity: Option<Arc<PeerIdentity>>,
+    config: &TcpServerConfig,
+    router: Arc<Router>,
+) -> impl Future<Output = Result<(), String>> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut session = config.session.clone();
+    session.max_frame_length = config.limits.max_frame_length;
+    session.max_concurrent_calls = config.limits.max_concurrent_calls;
+    let shared = Arc::new(Shared {
+        limits: config.limits,
+        session,
+        slots: ConnectionSlots::new(1, 1),
+        stats: TcpServerStats::default(),
+        shutdown: CancellationToken::new(),
+        calls: TaskTracker::new(),
+    });
+    run_connection(stream, peer, identity, shared, router)
+}
+
 async fn accept_connection(
     stream: TcpStream,
     peer: SocketAddr,
