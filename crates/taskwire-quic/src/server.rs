@@ -977,10 +977,11 @@ async fn drive(
         }
     };
     // The handler runs until it answers, its deadline passes, or the client goes away
-    // (stops reading its response stream), whichever comes first.
+    // (stops reading its response stream, or the connection is lost), whichever comes
+    // first: nobody would read its answer, and its memory is freed at once.
     let stopped = async move {
         match stopped.await {
-            Ok(Some(code)) if !one_way => code,
+            Ok(Some(_)) | Err(_) if !one_way => {}
             _ => std::future::pending().await,
         }
     };

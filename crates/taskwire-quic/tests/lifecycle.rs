@@ -220,6 +220,28 @@ async fn ten_thousand_calls_complete_at_five_percent_loss_with_reordering() {
     calls_through_a_lossy_relay(config, 10_000, 64).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_calls_complete_at_one_percent_loss() {
+    let config = RelayConfig {
+        seed: 1,
+        loss: 0.01,
+        ..RelayConfig::default()
+    };
+    calls_through_a_lossy_relay(config, 2_000, 32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_calls_complete_at_ten_percent_loss_with_duplication_and_reordering() {
+    let config = RelayConfig {
+        seed: 10,
+        loss: 0.10,
+        duplicate: 0.05,
+        reorder: 0.25,
+        ..RelayConfig::default()
+    };
+    calls_through_a_lossy_relay(config, 2_000, 32).await;
+}
+
 #[tokio::test]
 async fn calls_complete_after_a_blackhole_shorter_than_the_idle_timeout() {
     let pki = pki();
@@ -265,4 +287,73 @@ fn backoff_grows_exponentially_with_jitter_and_a_ceiling() {
     }
     let spread: std::collections::HashSet<Duration> = (0..50).map(|_| policy.backoff(5)).collect();
     assert!(spread.len() > 10, "no jitter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_fails_calls_in_flight_within_the_idle_timeout_and_the_client_comes_back() {
+    let pki = pki();
+    let server = start(&pki, Limits::default(), slow_echo(Duration::from_secs(60)));
+    let addr = server.local_addr();
+    // The client talks through the relay, so the server's death can be made silent: a
+    // killed process sends no CONNECTION_CLOSE, and the client notices only at its idle
+    // timeout, 1 s here.
+    let relay = Relay::start(addr, RelayConfig::default()).await.unwrap();
+    let mut limits = Limits::default();
+    limits
+        .idle_timeout(Duration::from_secs(1))
+        .keep_alive_interval(Some(Duration::from_millis(250)))
+        .handshake_timeout(Duration::from_secs(2));
+    let client = client_with(&pki, relay.local_addr(), limits);
+    let connection = within(10, client.connect()).await.unwrap();
+    let in_flight: Vec<_> = (0..32)
+        .map(|nonce| {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                connection
+                    .call(Ping {
+                        nonce,
+                        sent_at: None,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    relay.set_blackhole(true);
+    server.abort();
+    let killed = Instant::now();
+    for call in in_flight {
+        match within(10, call).await.unwrap() {
+            Err(error @ CallError::Unavailable(_)) => assert!(error.is_retryable()),
+            other => panic!("an in-flight call ended with {other:?}"),
+        }
+    }
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "in-flight calls took {took:?} to fail; the bound is the 1 s idle timeout plus 2 s"
+    );
+    // The server's socket is released once its tasks have unwound (the handlers of the
+    // lost connection are cancelled, not left sleeping).
+    let restarted = within(10, async {
+        loop {
+            match QuicServer::new(ServerConfig::new(addr, Arc::clone(&pki.server))) {
+                Ok(server) => return server.serve(slow_echo(Duration::ZERO)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    relay.set_blackhole(false);
+    let pong = within(
+        20,
+        client.call(Ping {
+            nonce: 99,
+            sent_at: None,
+        }),
+    )
+    .await
+    .expect("the client reconnected by itself");
+    assert_eq!(pong.nonce, 99);
+    drop(restarted);
 }

@@ -548,3 +548,52 @@ async fn keep_alives_hold_an_idle_connection_open_past_the_idle_timeout() {
     );
     within(10, connection.call(Ping::default())).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_and_initial_floods_leave_the_server_serving() {
+    let pki = pki();
+    let server = start(&pki, Limits::default(), echo());
+    let addr = server.local_addr();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // A seeded xorshift, so a failure replays.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut datagram = vec![0u8; 1400];
+    for i in 0..20_000 {
+        for byte in datagram.iter_mut() {
+            *byte = random().to_le_bytes()[0];
+        }
+        let len = if i % 4 == 0 {
+            // A QUIC v1 Initial's long header with a random connection id and payload:
+            // it passes quinn's first checks and fails to decrypt.
+            datagram[0] = 0xc3;
+            datagram[1..5].copy_from_slice(&1u32.to_be_bytes());
+            datagram[5] = 8;
+            1200
+        } else {
+            1 + usize::try_from(random() % 1399).unwrap()
+        };
+        let _ = socket.send_to(&datagram[..len], addr).await;
+    }
+    let good = within(20, client(&pki, addr).connect()).await.unwrap();
+    let pong = within(
+        10,
+        good.call(Ping {
+            nonce: 11,
+            sent_at: None,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pong.nonce, 11);
+    assert_eq!(
+        server.open_connections(),
+        1,
+        "20,000 garbage and Initial datagrams opened no connection"
+    );
+}
