@@ -7,4 +7,5 @@
 //! cancellations, raw bytes, time passing and close, over an in-memory transport.
 #![forbid(unsafe_code)]
 
+pub mod fixture;
 pub mod session_script;
