@@ -145,6 +145,10 @@ pub struct Summary {
     pub p999_us: [f64; 3],
     /// Failed calls over all runs.
     pub errors: u64,
+    /// Client CPU per call in µs: median, min, max.
+    pub client_cpu_us: [f64; 3],
+    /// Server CPU per call in µs: median, min, max.
+    pub server_cpu_us: [f64; 3],
 }
 
 fn median_min_max(mut values: Vec<f64>) -> [f64; 3] {
@@ -166,17 +170,19 @@ pub fn summarize(reports: &[load::Report]) -> Summary {
         p99_us: median_min_max(reports.iter().map(|r| r.p99_us).collect()),
         p999_us: median_min_max(reports.iter().map(|r| r.p999_us).collect()),
         errors: reports.iter().map(|r| r.errors).sum(),
+        client_cpu_us: median_min_max(reports.iter().map(|r| r.client_cpu_us).collect()),
+        server_cpu_us: median_min_max(reports.iter().map(|r| r.server_cpu_us).collect()),
     }
 }
 
 /// A Markdown table of load summaries.
 pub fn load_table(rows: &[Summary]) -> String {
     let mut out = String::from(
-        "| transport | concurrency | connections | calls/s (min–max) | p50 µs | p99 µs | p99.9 µs | errors |\n|---|---|---|---|---|---|---|---|\n",
+        "| transport | concurrency | connections | calls/s (min–max) | p50 µs | p99 µs | p99.9 µs | CPU µs/call client + server | errors |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.0} | {:.0} | {:.0} | {} |\n",
+            "| {} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.0} | {:.0} | {:.0} | {:.1} + {:.1} | {} |\n",
             r.transport,
             r.concurrency,
             r.connections,
@@ -186,6 +192,8 @@ pub fn load_table(rows: &[Summary]) -> String {
             r.p50_us[0],
             r.p99_us[0],
             r.p999_us[0],
+            r.client_cpu_us[0],
+            r.server_cpu_us[0],
             r.errors
         ));
     }

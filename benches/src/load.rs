@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
+use taskwire_proto::environment::v1::image_upload::{ImageManifest, Part};
+use taskwire_proto::environment::v1::{ImageInfo, ImageUpload, RegisterImageResponse};
 use taskwire_proto::instance::v1::{CheckpointRequest, CheckpointResponse, CheckpointSummary};
 use taskwire_quic::{ClientConfig, Limits, QuicClient, QuicServer, ServerConfig};
 use taskwire_rpc::Router;
@@ -54,6 +57,42 @@ pub struct Report {
     pub p999_us: f64,
     /// Failed calls (expected 0).
     pub errors: u64,
+    /// CPU time the client's threads spent per call, in microseconds.
+    pub client_cpu_us: f64,
+    /// CPU time the server's threads spent per call, in microseconds.
+    pub server_cpu_us: f64,
+}
+
+/// CPU time (user + system) spent so far by this process's threads whose name starts
+/// with `prefix` (the runtimes name theirs `server` and `client`), from `/proc`. Zero
+/// where `/proc` is not available.
+pub fn thread_cpu(prefix: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    // Clock ticks per second: 100 on every Linux configuration in practice.
+    const TICKS: u64 = 100;
+    let mut ticks = 0u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3; utime and stime are
+        // fields 14 and 15.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(14) + field(15);
+    }
+    Duration::from_millis(ticks * 1000 / TICKS)
 }
 
 /// The `CheckpointRequest` of `bytes` bytes used as the request.
@@ -69,9 +108,25 @@ pub fn request(bytes: usize) -> CheckpointRequest {
     request
 }
 
-/// TLS configurations for a server on 127.0.0.1 and its client, with ECDSA P-256 and
-/// the default (ring, AES-GCM first) provider, the same for every transport.
-pub fn tls() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+/// A server certificate for 127.0.0.1 (ECDSA P-256, from a fresh CA), as PEM for peers
+/// that load their own TLS (tonic) and as rustls configurations (ring provider, AES-GCM
+/// first, TLS 1.3) for the others: every peer gets the same certificate type and crypto.
+#[derive(Debug)]
+pub struct Certs {
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// The server certificate, PEM.
+    pub server_cert_pem: String,
+    /// The server's private key, PEM.
+    pub server_key_pem: String,
+    /// The server's rustls configuration, ALPN `taskwire/1`.
+    pub server: Arc<rustls::ServerConfig>,
+    /// The client's rustls configuration, ALPN `taskwire/1`.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+/// Fresh [`Certs`].
+pub fn certs() -> Certs {
     let ca = CertificateAuthority::generate(&CaParams::new("load CA")).expect("CA");
     let leaf = ca
         .issue_server(
@@ -88,10 +143,24 @@ pub fn tls() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
         .tls13_only(true)
         .build()
         .expect("client TLS");
-    (Arc::new(server), Arc::new(client))
+    Certs {
+        ca_pem: ca.cert_pem(),
+        server_cert_pem: leaf.cert_pem(),
+        server_key_pem: leaf.key_pem(),
+        server: Arc::new(server),
+        client: Arc::new(client),
+    }
 }
 
-fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
+/// TLS configurations for a server on 127.0.0.1 and its client; see [`Certs`].
+pub fn tls() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let certs = certs();
+    (certs.server, certs.client)
+}
+
+/// A multi-threaded runtime whose threads are named `name`, as every peer's client and
+/// server run on.
+pub fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name(name)
@@ -245,9 +314,14 @@ where
     tokio::time::sleep(Duration::from_millis(300).min(scenario.duration / 4)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let (client_cpu, server_cpu) = (thread_cpu("client"), thread_cpu("server"));
     tokio::time::sleep(scenario.duration).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let (client_cpu, server_cpu) = (
+        thread_cpu("client").saturating_sub(client_cpu),
+        thread_cpu("server").saturating_sub(server_cpu),
+    );
     stop.store(true, Ordering::Relaxed);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     for worker in workers {
@@ -256,6 +330,7 @@ where
         }
     }
     let calls = histogram.len();
+    let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (calls.max(1) as f64);
     Report {
         transport,
         concurrency: scenario.concurrency,
@@ -266,5 +341,199 @@ where
         p99_us: histogram.value_at_quantile(0.99) as f64,
         p999_us: histogram.value_at_quantile(0.999) as f64,
         errors: errors.load(Ordering::Relaxed),
+        client_cpu_us: per_call(client_cpu),
+        server_cpu_us: per_call(server_cpu),
     }
+}
+
+/// Bytes per chunk of a bulk upload.
+pub const BULK_CHUNK: usize = 64 * 1024;
+
+fn bulk_router() -> Router {
+    let mut router = Router::new();
+    router.client_streaming(
+        |_ctx, mut uploads: taskwire_rpc::RequestStream<ImageUpload>| async move {
+            let mut received = 0u64;
+            while let Some(upload) = uploads.message().await? {
+                if let Some(Part::Chunk(chunk)) = upload.part {
+                    received += chunk.len() as u64;
+                }
+            }
+            Ok(RegisterImageResponse {
+                image: Some(ImageInfo {
+                    size_bytes: received,
+                    ..Default::default()
+                }),
+                already_registered: false,
+            })
+        },
+    );
+    router
+}
+
+fn bulk_manifest(bytes: usize) -> ImageUpload {
+    ImageUpload {
+        part: Some(Part::Manifest(ImageManifest {
+            name: "bulk".into(),
+            size_bytes: bytes as u64,
+            ..Default::default()
+        })),
+    }
+}
+
+/// Goodput of one `bytes`-long upload on one stream, in MB/s: taskwire over QUIC, as a
+/// client-streaming call of 64 KiB chunks.
+pub fn quic_bulk(bytes: usize) -> f64 {
+    let (server_tls, client_tls) = tls();
+    let server_runtime = runtime("server", 1);
+    let server = server_runtime.block_on(async {
+        let config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
+        QuicServer::new(config)
+            .expect("server")
+            .serve(bulk_router())
+    });
+    let addr = server.local_addr();
+    let rate = runtime("client", 1).block_on(async move {
+        let client =
+            QuicClient::new(ClientConfig::new(addr, "localhost", client_tls)).expect("client");
+        let connection = client.connect().await.expect("connect");
+        let chunk = Bytes::from(vec![0x5a; BULK_CHUNK]);
+        let started = Instant::now();
+        let mut upload = connection
+            .client_stream(bulk_manifest(bytes), taskwire_rpc::CallOptions::default())
+            .await
+            .expect("upload");
+        for _ in 0..bytes / BULK_CHUNK {
+            upload
+                .send(ImageUpload {
+                    part: Some(Part::Chunk(chunk.clone())),
+                })
+                .await
+                .expect("chunk");
+        }
+        let answer = upload.finish().await.expect("answer");
+        assert_eq!(answer.image.map(|i| i.size_bytes), Some(bytes as u64));
+        bytes as f64 / started.elapsed().as_secs_f64() / 1e6
+    });
+    server_runtime.block_on(server.shutdown());
+    rate
+}
+
+/// Goodput of one `bytes`-long upload on one stream, in MB/s: taskwire over TCP+TLS.
+pub fn tcp_bulk(bytes: usize) -> f64 {
+    let (server_tls, client_tls) = tls();
+    let server_runtime = runtime("server", 1);
+    let server = server_runtime.block_on(async {
+        let config = TcpServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
+        TcpServer::bind(config)
+            .await
+            .expect("server")
+            .serve(bulk_router())
+    });
+    let addr = server.local_addr();
+    let rate = runtime("client", 1).block_on(async move {
+        let connection = TcpClient::new(TcpClientConfig::new(addr, "localhost", client_tls))
+            .connect()
+            .await
+            .expect("connect");
+        let chunk = Bytes::from(vec![0x5a; BULK_CHUNK]);
+        let started = Instant::now();
+        let mut upload = connection
+            .client_stream(bulk_manifest(bytes), taskwire_rpc::CallOptions::default())
+            .await
+            .expect("upload");
+        for _ in 0..bytes / BULK_CHUNK {
+            upload
+                .send(ImageUpload {
+                    part: Some(Part::Chunk(chunk.clone())),
+                })
+                .await
+                .expect("chunk");
+        }
+        let answer = upload.finish().await.expect("answer");
+        assert_eq!(answer.image.map(|i| i.size_bytes), Some(bytes as u64));
+        bytes as f64 / started.elapsed().as_secs_f64() / 1e6
+    });
+    server_runtime.block_on(server.shutdown());
+    rate
+}
+
+fn echo_router() -> Router {
+    let mut router = Router::new();
+    router.unary(|_ctx, request: CheckpointRequest| async move {
+        Ok(CheckpointResponse {
+            duplicate: false,
+            checkpoint: Some(CheckpointSummary {
+                sequence: request.sequence,
+                ..Default::default()
+            }),
+            pending_signals: 0,
+        })
+    });
+    router
+}
+
+/// Times of `n` fresh connections, each with its handshake and first call: taskwire over
+/// QUIC (a new client, its TLS 1.3 handshake, the Hello and one unary call).
+pub fn quic_fresh(n: usize) -> Vec<Duration> {
+    let (server_tls, client_tls) = tls();
+    let server_runtime = runtime("server", 1);
+    let server = server_runtime.block_on(async {
+        let config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
+        QuicServer::new(config)
+            .expect("server")
+            .serve(echo_router())
+    });
+    let addr = server.local_addr();
+    let times = runtime("client", 1).block_on(async move {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            let client = QuicClient::new(ClientConfig::new(
+                addr,
+                "localhost",
+                Arc::clone(&client_tls),
+            ))
+            .expect("client");
+            client.call(request(256)).await.expect("first call");
+            times.push(started.elapsed());
+            client.close().await;
+        }
+        times
+    });
+    server_runtime.block_on(server.shutdown());
+    times
+}
+
+/// Times of `n` fresh connections with their first call: taskwire over TCP+TLS.
+pub fn tcp_fresh(n: usize) -> Vec<Duration> {
+    let (server_tls, client_tls) = tls();
+    let server_runtime = runtime("server", 1);
+    let server = server_runtime.block_on(async {
+        let config = TcpServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
+        TcpServer::bind(config)
+            .await
+            .expect("server")
+            .serve(echo_router())
+    });
+    let addr = server.local_addr();
+    let times = runtime("client", 1).block_on(async move {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            let connection = TcpClient::new(TcpClientConfig::new(
+                addr,
+                "localhost",
+                Arc::clone(&client_tls),
+            ))
+            .connect()
+            .await
+            .expect("connect");
+            connection.call(request(256)).await.expect("first call");
+            times.push(started.elapsed());
+        }
+        times
+    });
+    server_runtime.block_on(server.shutdown());
+    times
 }

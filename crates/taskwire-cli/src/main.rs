@@ -90,6 +90,8 @@ fn runtime(default_filter: &str) -> Result<tokio::runtime::Runtime, CliError> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     tokio::runtime::Builder::new_multi_thread()
+        // `bench` reads its CPU time per call from the threads named `client`.
+        .thread_name("client")
         .enable_all()
         .build()
         .map_err(|e| CliError::msg(format!("starting the async runtime: {e}")))

@@ -1,0 +1,617 @@
+//! The RPC comparison: taskwire over QUIC and over TCP+TLS, tonic gRPC over TLS, and raw
+//! quinn (one stream per call, no framing: the floor), measured in one run on the same
+//! machine, with the same certificate, crypto provider, payloads and runtime shape.
+//!
+//! ```text
+//! cargo bench -p taskwire-benches --bench rpc -- [--duration SECONDS] [--runs N] [--json]
+//! ```
+//!
+//! Each peer's server and client run in this process on separate single-threaded tokio
+//! runtimes (threads named `server` and `client`), so they compete for the two cores as
+//! two processes would, and CPU per call is read per side from `/proc`. Run by
+//! `cargo test --benches`, it does a short smoke pass instead and asserts no timing.
+#![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use taskwire_benches::load::{self, BULK_CHUNK, Certs, Report, Scenario, runtime};
+use taskwire_benches::{Summary, load_table, summarize};
+use taskwire_proto::environment::v1::image_upload::Part;
+use taskwire_proto::environment::v1::{ImageInfo, ImageUpload, RegisterImageResponse};
+use taskwire_proto::instance::v1::{CheckpointRequest, CheckpointResponse, CheckpointSummary};
+
+/// A unary echo of the load request, and a client-streaming upload, as a gRPC service
+/// written the way tonic's code generator writes one.
+mod grpc {
+    use std::convert::Infallible;
+    use std::task::{Context, Poll};
+
+    use tonic::codegen::{BoxFuture, Service, StdError, http};
+    use tonic::server::{ClientStreamingService, Grpc, NamedService, UnaryService};
+    use tonic::{Request, Response, Status, Streaming};
+    use tonic_prost::ProstCodec;
+
+    use super::*;
+
+    pub(crate) const UNARY: &str = "/bench.Echo/Unary";
+    pub(crate) const UPLOAD: &str = "/bench.Echo/Upload";
+
+    #[derive(Clone, Debug)]
+    pub(crate) struct Echo {
+        pub(crate) response_bytes: usize,
+    }
+
+    impl NamedService for Echo {
+        const NAME: &'static str = "bench.Echo";
+    }
+
+    struct UnarySvc(usize);
+    impl UnaryService<CheckpointRequest> for UnarySvc {
+        type Response = CheckpointResponse;
+        type Future = BoxFuture<Response<CheckpointResponse>, Status>;
+        fn call(&mut self, request: Request<CheckpointRequest>) -> Self::Future {
+            let padding = "x".repeat(self.0.saturating_sub(16));
+            Box::pin(async move {
+                Ok(Response::new(CheckpointResponse {
+                    duplicate: false,
+                    checkpoint: Some(CheckpointSummary {
+                        instance_id: padding,
+                        sequence: request.into_inner().sequence,
+                        ..Default::default()
+                    }),
+                    pending_signals: 0,
+                }))
+            })
+        }
+    }
+
+    struct UploadSvc;
+    impl ClientStreamingService<ImageUpload> for UploadSvc {
+        type Response = RegisterImageResponse;
+        type Future = BoxFuture<Response<RegisterImageResponse>, Status>;
+        fn call(&mut self, request: Request<Streaming<ImageUpload>>) -> Self::Future {
+            Box::pin(async move {
+                let mut stream = request.into_inner();
+                let mut received = 0u64;
+                while let Some(upload) = stream.message().await? {
+                    if let Some(Part::Chunk(chunk)) = upload.part {
+                        received += chunk.len() as u64;
+                    }
+                }
+                Ok(Response::new(RegisterImageResponse {
+                    image: Some(ImageInfo {
+                        size_bytes: received,
+                        ..Default::default()
+                    }),
+                    already_registered: false,
+                }))
+            })
+        }
+    }
+
+    impl<B> Service<http::Request<B>> for Echo
+    where
+        B: tonic::codegen::Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<B>) -> Self::Future {
+            let response_bytes = self.response_bytes;
+            match request.uri().path() {
+                UNARY => Box::pin(async move {
+                    let mut grpc =
+                        Grpc::new(ProstCodec::<CheckpointResponse, CheckpointRequest>::default());
+                    Ok(grpc.unary(UnarySvc(response_bytes), request).await)
+                }),
+                UPLOAD => Box::pin(async move {
+                    let mut grpc =
+                        Grpc::new(ProstCodec::<RegisterImageResponse, ImageUpload>::default());
+                    Ok(grpc.client_streaming(UploadSvc, request).await)
+                }),
+                _ => {
+                    Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) })
+                }
+            }
+        }
+    }
+}
+
+mod tonic_peer {
+    use tonic::transport::{
+        Certificate, Channel, ClientTlsConfig, Identity, Server, ServerTlsConfig,
+    };
+
+    use super::*;
+
+    pub(crate) struct Running {
+        pub(crate) runtime: tokio::runtime::Runtime,
+        pub(crate) addr: std::net::SocketAddr,
+        stop: tokio::sync::oneshot::Sender<()>,
+    }
+
+    pub(crate) fn serve(certs: &Certs, response_bytes: usize) -> Running {
+        let runtime = runtime("server", 1);
+        let identity = Identity::from_pem(&certs.server_cert_pem, &certs.server_key_pem);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let addr = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let server = Server::builder()
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .expect("tonic TLS")
+                .add_service(grpc::Echo { response_bytes })
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                });
+            tokio::spawn(server);
+            addr
+        });
+        Running {
+            runtime,
+            addr,
+            stop,
+        }
+    }
+
+    impl Running {
+        pub(crate) fn stop(self) {
+            let _ = self.stop.send(());
+            drop(self.runtime);
+        }
+    }
+
+    pub(crate) async fn channel(certs: &Certs, addr: std::net::SocketAddr) -> Channel {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&certs.ca_pem))
+            .domain_name("localhost");
+        Channel::from_shared(format!("https://{addr}"))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("tonic TLS")
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .expect("tonic connect")
+    }
+
+    pub(crate) async fn unary(channel: Channel, request: CheckpointRequest) -> Result<(), String> {
+        let mut client = tonic::client::Grpc::new(channel);
+        client.ready().await.map_err(|e| e.to_string())?;
+        client
+            .unary::<_, CheckpointResponse, _>(
+                tonic::Request::new(request),
+                grpc::UNARY.parse().expect("path"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn load(scenario: Scenario) -> Report {
+        let certs = load::certs();
+        let server = serve(&certs, scenario.response_bytes);
+        let addr = server.addr;
+        let report = runtime("client", 1).block_on(async move {
+            let mut channels = Vec::new();
+            for _ in 0..scenario.connections {
+                channels.push(channel(&certs, addr).await);
+            }
+            let request = load::request(scenario.request_bytes);
+            load::drive(scenario, "tonic", move |i| {
+                unary(channels[i % channels.len()].clone(), request.clone())
+            })
+            .await
+        });
+        server.stop();
+        report
+    }
+
+    pub(crate) fn bulk(bytes: usize) -> f64 {
+        let certs = load::certs();
+        let server = serve(&certs, 0);
+        let addr = server.addr;
+        let rate = runtime("client", 1).block_on(async move {
+            let channel = channel(&certs, addr).await;
+            let mut client = tonic::client::Grpc::new(channel);
+            client.ready().await.expect("ready");
+            let chunk = Bytes::from(vec![0x5a; BULK_CHUNK]);
+            let started = Instant::now();
+            let items = (0..bytes / BULK_CHUNK).map(move |_| ImageUpload {
+                part: Some(Part::Chunk(chunk.clone())),
+            });
+            let answer = client
+                .client_streaming::<_, ImageUpload, RegisterImageResponse, _>(
+                    tonic::Request::new(tokio_stream::iter(items)),
+                    grpc::UPLOAD.parse().expect("path"),
+                    tonic_prost::ProstCodec::default(),
+                )
+                .await
+                .expect("upload");
+            assert_eq!(
+                answer.into_inner().image.map(|i| i.size_bytes),
+                Some(bytes as u64)
+            );
+            bytes as f64 / started.elapsed().as_secs_f64() / 1e6
+        });
+        server.stop();
+        rate
+    }
+
+    pub(crate) fn fresh(n: usize) -> Vec<Duration> {
+        let certs = load::certs();
+        let server = serve(&certs, 1024);
+        let addr = server.addr;
+        let times = runtime("client", 1).block_on(async move {
+            let mut times = Vec::new();
+            for _ in 0..n {
+                let started = Instant::now();
+                let channel = channel(&certs, addr).await;
+                unary(channel, load::request(256))
+                    .await
+                    .expect("first call");
+                times.push(started.elapsed());
+            }
+            times
+        });
+        server.stop();
+        times
+    }
+}
+
+/// Raw quinn: one bidirectional stream per call, the request bytes then FIN, the response
+/// bytes then FIN; no framing, no handshake message, no call header.
+mod quinn_peer {
+    use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+    use super::*;
+
+    fn transport() -> Arc<quinn::TransportConfig> {
+        let mut limits = taskwire_quic::Limits::default();
+        limits.max_concurrent_calls(1024);
+        limits.transport_config()
+    }
+
+    pub(crate) struct Running {
+        pub(crate) runtime: tokio::runtime::Runtime,
+        pub(crate) endpoint: quinn::Endpoint,
+    }
+
+    pub(crate) fn serve(certs: &Certs, response_bytes: usize) -> Running {
+        let runtime = runtime("server", 1);
+        let endpoint = runtime.block_on(async {
+            let crypto = QuicServerConfig::try_from(Arc::clone(&certs.server)).expect("QUIC TLS");
+            let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+            config.transport_config(transport());
+            let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("addr"))
+                .expect("bind");
+            let accepting = endpoint.clone();
+            tokio::spawn(async move {
+                while let Some(incoming) = accepting.accept().await {
+                    tokio::spawn(async move {
+                        let Ok(connection) = incoming.await else {
+                            return;
+                        };
+                        while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                            tokio::spawn(async move {
+                                let Ok(request) = recv.read_to_end(usize::MAX).await else {
+                                    return;
+                                };
+                                let answer = if response_bytes == 0 {
+                                    (request.len() as u64).to_be_bytes().to_vec()
+                                } else {
+                                    vec![0x78; response_bytes]
+                                };
+                                let _ = send.write_all(&answer).await;
+                                let _ = send.finish();
+                                let _ = send.stopped().await;
+                            });
+                        }
+                    });
+                }
+            });
+            endpoint
+        });
+        Running { runtime, endpoint }
+    }
+
+    pub(crate) async fn connect(
+        certs: &Certs,
+        addr: std::net::SocketAddr,
+    ) -> (quinn::Endpoint, quinn::Connection) {
+        let crypto = QuicClientConfig::try_from(Arc::clone(&certs.client)).expect("QUIC TLS");
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport());
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        endpoint.set_default_client_config(config);
+        let connection = endpoint
+            .connect(addr, "localhost")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        (endpoint, connection)
+    }
+
+    pub(crate) async fn unary(connection: quinn::Connection, request: Bytes) -> Result<(), String> {
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(&request).await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        recv.read_to_end(1 << 20)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn load(scenario: Scenario) -> Report {
+        let certs = load::certs();
+        let server = serve(&certs, scenario.response_bytes);
+        let addr = server.endpoint.local_addr().expect("addr");
+        let report = runtime("client", 1).block_on(async move {
+            let mut connections = Vec::new();
+            for _ in 0..scenario.connections {
+                connections.push(connect(&certs, addr).await);
+            }
+            let request = Bytes::from(vec![0x5a; scenario.request_bytes]);
+            load::drive(scenario, "quinn-raw", move |i| {
+                unary(
+                    connections[i % connections.len()].1.clone(),
+                    request.clone(),
+                )
+            })
+            .await
+        });
+        server.endpoint.close(0u32.into(), b"done");
+        drop(server.runtime);
+        report
+    }
+
+    pub(crate) fn bulk(bytes: usize) -> f64 {
+        let certs = load::certs();
+        let server = serve(&certs, 0);
+        let addr = server.endpoint.local_addr().expect("addr");
+        let rate = runtime("client", 1).block_on(async move {
+            let (_endpoint, connection) = connect(&certs, addr).await;
+            let chunk = vec![0x5a; BULK_CHUNK];
+            let started = Instant::now();
+            let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+            for _ in 0..bytes / BULK_CHUNK {
+                send.write_all(&chunk).await.expect("write");
+            }
+            send.finish().expect("finish");
+            let answer = recv.read_to_end(64).await.expect("answer");
+            assert_eq!(answer, (bytes as u64).to_be_bytes());
+            bytes as f64 / started.elapsed().as_secs_f64() / 1e6
+        });
+        server.endpoint.close(0u32.into(), b"done");
+        drop(server.runtime);
+        rate
+    }
+
+    pub(crate) fn fresh(n: usize) -> Vec<Duration> {
+        let certs = load::certs();
+        let server = serve(&certs, 1024);
+        let addr = server.endpoint.local_addr().expect("addr");
+        let times = runtime("client", 1).block_on(async move {
+            let mut times = Vec::new();
+            for _ in 0..n {
+                let started = Instant::now();
+                let (endpoint, connection) = connect(&certs, addr).await;
+                unary(connection.clone(), Bytes::from(vec![0x5a; 256]))
+                    .await
+                    .expect("first call");
+                times.push(started.elapsed());
+                connection.close(0u32.into(), b"done");
+                endpoint.wait_idle().await;
+            }
+            times
+        });
+        server.endpoint.close(0u32.into(), b"done");
+        drop(server.runtime);
+        times
+    }
+}
+
+const PEERS: [&str; 4] = ["taskwire-quic", "taskwire-tcp", "tonic", "quinn-raw"];
+
+fn unary(peer: &str, scenario: Scenario) -> Report {
+    match peer {
+        "taskwire-quic" => load::quic(scenario),
+        "taskwire-tcp" => load::tcp(scenario),
+        "tonic" => tonic_peer::load(scenario),
+        _ => quinn_peer::load(scenario),
+    }
+}
+
+fn bulk(peer: &str, bytes: usize) -> f64 {
+    match peer {
+        "taskwire-quic" => load::quic_bulk(bytes),
+        "taskwire-tcp" => load::tcp_bulk(bytes),
+        "tonic" => tonic_peer::bulk(bytes),
+        _ => quinn_peer::bulk(bytes),
+    }
+}
+
+fn fresh(peer: &str, n: usize) -> Vec<Duration> {
+    match peer {
+        "taskwire-quic" => load::quic_fresh(n),
+        "taskwire-tcp" => load::tcp_fresh(n),
+        "tonic" => tonic_peer::fresh(n),
+        _ => quinn_peer::fresh(n),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> [f64; 3] {
+    values.sort_by(f64::total_cmp);
+    [
+        values[values.len() / 2],
+        values[0],
+        values[values.len() - 1],
+    ]
+}
+
+#[derive(serde::Serialize)]
+struct Output {
+    unary: Vec<Summary>,
+    bulk_mb_per_s: Vec<(String, [f64; 3])>,
+    fresh_connection_ms: Vec<(String, [f64; 3])>,
+    ratios: Vec<(String, f64, String)>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    // `cargo bench` passes --bench; `cargo test --benches` does not: then a smoke pass.
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let seconds: f64 = value("--duration")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if smoke { 0.2 } else { 3.0 });
+    let runs: usize = value("--runs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if smoke { 1 } else { 3 });
+    let bulk_bytes: usize = if smoke { 4 << 20 } else { 64 << 20 };
+    let fresh_count = if smoke { 3 } else { 30 };
+    let json = args.iter().any(|a| a == "--json");
+
+    let shapes: &[(usize, usize)] = if smoke {
+        &[(64, 1)]
+    } else {
+        &[(1, 1), (64, 1), (256, 1), (64, 8)]
+    };
+    let mut unary_rows = Vec::new();
+    for &(concurrency, connections) in shapes {
+        let scenario = Scenario {
+            concurrency,
+            connections,
+            request_bytes: 256,
+            response_bytes: 1024,
+            duration: Duration::from_secs_f64(seconds),
+        };
+        let mut reports: Vec<Vec<Report>> = vec![Vec::new(); PEERS.len()];
+        // Peers alternate run by run, so drift on a shared machine hits all alike.
+        for _ in 0..runs {
+            for (i, peer) in PEERS.iter().enumerate() {
+                reports[i].push(unary(peer, scenario));
+            }
+        }
+        for peer_reports in &reports {
+            unary_rows.push(summarize(peer_reports));
+        }
+    }
+    let mut bulk_rows = Vec::new();
+    let mut fresh_rows = Vec::new();
+    for peer in PEERS {
+        bulk_rows.push((
+            peer.to_owned(),
+            median((0..runs).map(|_| bulk(peer, bulk_bytes)).collect()),
+        ));
+        let times: Vec<f64> = (0..runs)
+            .flat_map(|_| fresh(peer, fresh_count))
+            .map(|t| t.as_secs_f64() * 1e3)
+            .collect();
+        fresh_rows.push((peer.to_owned(), median(times)));
+    }
+
+    let row = |peer: &str, c: usize, n: usize| {
+        unary_rows
+            .iter()
+            .find(|r| r.transport == peer && r.concurrency == c && r.connections == n)
+    };
+    let of = |rows: &Vec<(String, [f64; 3])>, peer: &str| {
+        rows.iter()
+            .find(|(p, _)| p == peer)
+            .map_or(f64::NAN, |(_, v)| v[0])
+    };
+    let mut ratios = Vec::new();
+    let mut ratio =
+        |name: &str, value: f64, goal: &str| ratios.push((name.to_owned(), value, goal.to_owned()));
+    if let (Some(ours), Some(tonic), Some(raw)) = (
+        row("taskwire-quic", 64, 1),
+        row("tonic", 64, 1),
+        row("quinn-raw", 64, 1),
+    ) {
+        ratio(
+            "calls/s at c64, one connection: taskwire-quic ÷ tonic",
+            ours.calls_per_second[0] / tonic.calls_per_second[0],
+            "≥ 2.0",
+        );
+        ratio(
+            "calls/s at c64: taskwire-quic ÷ quinn-raw",
+            ours.calls_per_second[0] / raw.calls_per_second[0],
+            "≥ 0.85",
+        );
+    }
+    if let (Some(ours), Some(tonic)) = (row("taskwire-quic", 1, 1), row("tonic", 1, 1)) {
+        ratio(
+            "p50 at c1: taskwire-quic ÷ tonic",
+            ours.p50_us[0] / tonic.p50_us[0],
+            "≤ 0.7",
+        );
+    }
+    ratio(
+        "bulk goodput: taskwire-quic ÷ quinn-raw",
+        of(&bulk_rows, "taskwire-quic") / of(&bulk_rows, "quinn-raw"),
+        "≥ 0.85",
+    );
+    ratio(
+        "fresh connection + first call: taskwire-quic ÷ tonic",
+        of(&fresh_rows, "taskwire-quic") / of(&fresh_rows, "tonic"),
+        "≤ 1.0",
+    );
+
+    if json {
+        let output = Output {
+            unary: unary_rows,
+            bulk_mb_per_s: bulk_rows,
+            fresh_connection_ms: fresh_rows,
+            ratios,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output).expect("serializable")
+        );
+        return;
+    }
+    println!(
+        "unary calls, 256 B requests and 1 KiB responses, {runs} run(s) of {seconds} s (medians):\n"
+    );
+    println!("{}", load_table(&unary_rows));
+    println!(
+        "bulk upload of {} MiB on one stream (MB/s, median and min–max):\n",
+        bulk_bytes >> 20
+    );
+    println!("| peer | MB/s |\n|---|---|");
+    for (peer, v) in &bulk_rows {
+        println!("| {peer} | {:.0} ({:.0}–{:.0}) |", v[0], v[1], v[2]);
+    }
+    println!(
+        "\nfresh connection plus its first call (ms, median and min–max of {} each):\n",
+        runs * fresh_count
+    );
+    println!("| peer | ms |\n|---|---|");
+    for (peer, v) in &fresh_rows {
+        println!("| {peer} | {:.2} ({:.2}–{:.2}) |", v[0], v[1], v[2]);
+    }
+    println!("\nratios (same run):\n\n| ratio | measured | goal |\n|---|---|---|");
+    for (name, value, goal) in &ratios {
+        println!("| {name} | {value:.2} | {goal} |");
+    }
+}
