@@ -406,17 +406,28 @@ mod quinn_peer {
         let server = serve(&certs, 1024);
         let addr = server.endpoint.local_addr().expect("addr");
         let times = runtime("client", 1).block_on(async move {
+            // One client endpoint, as for taskwire: a fresh connection, not a fresh socket.
+            let crypto = QuicClientConfig::try_from(Arc::clone(&certs.client)).expect("QUIC TLS");
+            let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+            config.transport_config(transport());
+            let mut endpoint =
+                quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
+            endpoint.set_default_client_config(config);
             let mut times = Vec::new();
             for _ in 0..n {
                 let started = Instant::now();
-                let (endpoint, connection) = connect(&certs, addr).await;
+                let connection = endpoint
+                    .connect(addr, "localhost")
+                    .expect("connect")
+                    .await
+                    .expect("handshake");
                 unary(connection.clone(), Bytes::from(vec![0x5a; 256]))
                     .await
                     .expect("first call");
                 times.push(started.elapsed());
                 connection.close(0u32.into(), b"done");
-                endpoint.wait_idle().await;
             }
+            endpoint.wait_idle().await;
             times
         });
         server.endpoint.close(0u32.into(), b"done");
@@ -490,8 +501,13 @@ fn main() {
     let bulk_bytes: usize = if smoke { 4 << 20 } else { 64 << 20 };
     let fresh_count = if smoke { 3 } else { 30 };
     let json = args.iter().any(|a| a == "--json");
+    // `--only unary|bulk|fresh` runs one family of scenarios.
+    let only = value("--only");
+    let family = |name: &str| only.as_deref().is_none_or(|o| o == name);
 
-    let shapes: &[(usize, usize)] = if smoke {
+    let shapes: &[(usize, usize)] = if !family("unary") {
+        &[]
+    } else if smoke {
         &[(64, 1)]
     } else {
         &[(1, 1), (64, 1), (256, 1), (64, 8)]
@@ -519,15 +535,17 @@ fn main() {
     let mut bulk_rows = Vec::new();
     let mut fresh_rows = Vec::new();
     for peer in PEERS {
-        bulk_rows.push((
-            peer.to_owned(),
-            median((0..runs).map(|_| bulk(peer, bulk_bytes)).collect()),
-        ));
-        let times: Vec<f64> = (0..runs)
-            .flat_map(|_| fresh(peer, fresh_count))
-            .map(|t| t.as_secs_f64() * 1e3)
-            .collect();
-        fresh_rows.push((peer.to_owned(), median(times)));
+        if family("bulk") {
+            let rates = (0..runs).map(|_| bulk(peer, bulk_bytes)).collect();
+            bulk_rows.push((peer.to_owned(), median(rates)));
+        }
+        if family("fresh") {
+            let times: Vec<f64> = (0..runs)
+                .flat_map(|_| fresh(peer, fresh_count))
+                .map(|t| t.as_secs_f64() * 1e3)
+                .collect();
+            fresh_rows.push((peer.to_owned(), median(times)));
+        }
     }
 
     let row = |peer: &str, c: usize, n: usize| {
