@@ -78,8 +78,8 @@ impl Builder {
 
     /// The most memory one decoded body may take, by the decoded-size rule of
     /// `docs/protocol.md` §8: a body over it is refused with
-    /// [`CodecError::DecodedTooLarge`] before it is decoded. Default
-    /// [`DEFAULT_MAX_DECODED_SIZE`] (64 MiB).
+    /// [`CodecError::DecodedTooLarge`](crate::CodecError::DecodedTooLarge) before it is
+    /// decoded. Default [`DEFAULT_MAX_DECODED_SIZE`] (64 MiB).
     ///
     /// Memory: bounds what a frame can expand into. Protobuf lets two bytes stand for a
     /// whole embedded message, so without it a 16 MiB frame could decode into gigabytes.

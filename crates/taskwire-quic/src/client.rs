@@ -107,7 +107,36 @@ pub struct QuicClient {
 }
 
 impl QuicClient {
-    /// Binds the client's endpoint. Must be called inside a tokio runtime.
+    /// Binds the client's endpoint. Must be called inside a tokio runtime. Nothing is
+    /// connected until [`connect`](Self::connect) or [`connection`](Self::connection).
+    ///
+    /// `ClientConfig::tls` must allow TLS 1.3 and should offer the ALPN
+    /// [`ALPN`](crate::ALPN); the [crate example](crate#example) shows how to make it with
+    /// `taskwire_tls`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # fn tls() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), taskwire_tls::TlsError> {
+    /// #     use taskwire_tls::{CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder};
+    /// #     let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+    /// #     let cert = ca.issue_server(&ServerCertParams::new(["localhost"]))?;
+    /// #     let server = ServerConfigBuilder::new(cert.credentials()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     let client = ClientConfigBuilder::new(ca.ca_bundle()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     Ok((Arc::new(server), Arc::new(client)))
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (server_tls, client_tls) = tls()?;
+    /// # drop(server_tls);
+    /// use taskwire_quic::{ClientConfig, QuicClient};
+    ///
+    /// let client = QuicClient::new(ClientConfig::new("127.0.0.1:7000".parse()?, "localhost", client_tls))?;
+    /// assert_ne!(client.local_addr()?.port(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(config: ClientConfig) -> Result<QuicClient, QuicError> {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::clone(&config.tls))
             .map_err(|e| {
@@ -134,7 +163,39 @@ impl QuicClient {
         })
     }
 
-    /// Makes a new connection and negotiates its session.
+    /// Makes a new connection and negotiates its session. Each call makes another
+    /// connection; [`connection`](Self::connection) reuses one.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # fn tls() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), taskwire_tls::TlsError> {
+    /// #     use taskwire_tls::{CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder};
+    /// #     let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+    /// #     let cert = ca.issue_server(&ServerCertParams::new(["localhost"]))?;
+    /// #     let server = ServerConfigBuilder::new(cert.credentials()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     let client = ClientConfigBuilder::new(ca.ca_bundle()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     Ok((Arc::new(server), Arc::new(client)))
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (server_tls, client_tls) = tls()?;
+    /// use taskwire_quic::{ClientConfig, QuicClient, QuicServer, ServerConfig};
+    /// use taskwire_rpc::Router;
+    ///
+    /// let server = QuicServer::new(ServerConfig::new("127.0.0.1:0".parse()?, server_tls))?
+    ///     .serve(Router::new());
+    /// let client = QuicClient::new(ClientConfig::new(server.local_addr(), "localhost", client_tls))?;
+    ///
+    /// let connection = client.connect().await?;
+    /// assert_eq!(connection.agreed().version, 1);
+    /// assert!(connection.is_usable());
+    /// connection.ping().await?;
+    /// server.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect(&self) -> Result<Connection, CallError> {
         let limits = self.config.limits;
         let connecting = self
@@ -215,6 +276,40 @@ impl QuicClient {
 
     /// The cached connection if it is alive; otherwise a new one, retried with
     /// [`ReconnectPolicy`] backoff. A refusal that cannot be retried is returned at once.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # fn tls() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), taskwire_tls::TlsError> {
+    /// #     use taskwire_tls::{CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder};
+    /// #     let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+    /// #     let cert = ca.issue_server(&ServerCertParams::new(["localhost"]))?;
+    /// #     let server = ServerConfigBuilder::new(cert.credentials()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     let client = ClientConfigBuilder::new(ca.ca_bundle()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     Ok((Arc::new(server), Arc::new(client)))
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (server_tls, client_tls) = tls()?;
+    /// use taskwire_quic::{ClientConfig, QuicClient, QuicServer, ServerConfig};
+    /// use taskwire_rpc::Router;
+    ///
+    /// let server = QuicServer::new(ServerConfig::new("127.0.0.1:0".parse()?, server_tls))?
+    ///     .serve(Router::new());
+    /// let client = QuicClient::new(ClientConfig::new(server.local_addr(), "localhost", client_tls))?;
+    ///
+    /// let first = client.connection().await?;
+    /// let again = client.connection().await?; // the cached one
+    /// assert_eq!(server.open_connections(), 1);
+    ///
+    /// first.close();
+    /// let fresh = client.connection().await?; // the closed one is replaced
+    /// assert!(fresh.is_usable() && !again.is_usable());
+    /// server.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connection(&self) -> Result<Connection, CallError> {
         let mut current = self.current.lock().await;
         if let Some(connection) = current.as_ref()
@@ -245,6 +340,40 @@ impl QuicClient {
     }
 
     /// A unary call on the cached connection (reconnecting if needed).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # fn tls() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), taskwire_tls::TlsError> {
+    /// #     use taskwire_tls::{CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder};
+    /// #     let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+    /// #     let cert = ca.issue_server(&ServerCertParams::new(["localhost"]))?;
+    /// #     let server = ServerConfigBuilder::new(cert.credentials()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     let client = ClientConfigBuilder::new(ca.ca_bundle()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     Ok((Arc::new(server), Arc::new(client)))
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (server_tls, client_tls) = tls()?;
+    /// use taskwire_proto::management::v1::health_response::ServingStatus;
+    /// use taskwire_proto::management::v1::{HealthRequest, HealthResponse};
+    /// use taskwire_quic::{ClientConfig, QuicClient, QuicServer, ServerConfig};
+    /// use taskwire_rpc::Router;
+    ///
+    /// let mut router = Router::new();
+    /// router.unary(|_ctx, _request: HealthRequest| async {
+    ///     Ok(HealthResponse { status: ServingStatus::Serving as i32, ..Default::default() })
+    /// });
+    /// let server = QuicServer::new(ServerConfig::new("127.0.0.1:0".parse()?, server_tls))?.serve(router);
+    /// let client = QuicClient::new(ClientConfig::new(server.local_addr(), "localhost", client_tls))?;
+    ///
+    /// let health = client.call(HealthRequest {}).await?;
+    /// assert_eq!(health.status(), ServingStatus::Serving);
+    /// server.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn call<R>(&self, request: R) -> Result<R::Response, CallError>
     where
         R: Rpc,

@@ -6,27 +6,78 @@
 //! stream carries the Hello and the server's Negotiated or Refused; it stays open as the
 //! control stream (Ping/Pong, GoAway).
 //!
-//! ```no_run
-//! # async fn run(server_tls: std::sync::Arc<rustls::ServerConfig>, client_tls: std::sync::Arc<rustls::ClientConfig>) -> Result<(), Box<dyn std::error::Error>> {
-//! use taskwire_proto::runner::v1::{ExecutionOutcome, ExecutionRequest};
-//! use taskwire_quic::{ClientConfig, QuicClient, QuicServer, ServerConfig};
-//! use taskwire_rpc::Router;
-//!
-//! let mut router = Router::new();
-//! router.unary(|_ctx, job: ExecutionRequest| async move {
-//!     Ok(ExecutionOutcome { job_id: job.job_id, request_id: job.request_id, ..Default::default() })
-//! });
-//! let server = QuicServer::new(ServerConfig::new("127.0.0.1:0".parse()?, server_tls))?.serve(router);
-//!
-//! let client = QuicClient::new(ClientConfig::new(server.local_addr(), "localhost", client_tls))?;
-//! let connection = client.connect().await?;
-//! let outcome = taskwire_quic::send_request(&connection, ExecutionRequest::default()).await?;
-//! # Ok(()) }
-//! ```
-//!
 //! Limits ([`Limits`]) bound every resource a peer can make the endpoint spend, each with
 //! a documented default; [`codes`] lists the close and reset codes a peer sees past them.
 //! [`relay`] is a seeded, in-process lossy UDP relay for fault tests.
+//!
+//! # Example
+//!
+//! Certificates from a CA made on the spot with `taskwire_tls` (QUIC needs TLS 1.3 and the
+//! ALPN [`ALPN`]), a server on 127.0.0.1 answering one rpc, and a client with a
+//! certificate for tenant `acme` calling it:
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//!
+//! use taskwire_proto::runner::v1::execution_outcome::{Outcome, Success};
+//! use taskwire_proto::runner::v1::{ExecutionOutcome, ExecutionRequest};
+//! use taskwire_quic::{ClientConfig, QuicClient, QuicServer, ServerConfig};
+//! use taskwire_rpc::{Router, Status};
+//! use taskwire_tls::{
+//!     CaParams, CertificateAuthority, ClientAuth, ClientCertParams, ClientConfigBuilder,
+//!     ServerCertParams, ServerConfigBuilder,
+//! };
+//!
+//! let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+//! let server_cert = ca.issue_server(&ServerCertParams::new(["localhost"]))?;
+//! let client_cert = ca.issue_client(&ClientCertParams::new("acme", "worker-1"))?;
+//! let server_tls = ServerConfigBuilder::new(server_cert.credentials()?)
+//!     .client_auth(ClientAuth::Optional(ca.ca_bundle()?))
+//!     .alpn_protocols([taskwire_quic::ALPN])
+//!     .tls13_only(true)
+//!     .build()?;
+//! let client_tls = ClientConfigBuilder::new(ca.ca_bundle()?)
+//!     .client_credentials(client_cert.credentials()?)
+//!     .alpn_protocols([taskwire_quic::ALPN])
+//!     .tls13_only(true)
+//!     .build()?;
+//!
+//! let mut router = Router::new();
+//! router.unary(|ctx, job: ExecutionRequest| async move {
+//!     // The tenant the client certificate proves.
+//!     if ctx.peer.tenant() != Some("acme") {
+//!         return Err(Status::permission_denied("only acme runs jobs here"));
+//!     }
+//!     Ok(ExecutionOutcome {
+//!         job_id: job.job_id,
+//!         request_id: job.request_id,
+//!         outcome: Some(Outcome::Success(Success::default())),
+//!     })
+//! });
+//! let server = QuicServer::new(ServerConfig::new("127.0.0.1:0".parse()?, Arc::new(server_tls)))?
+//!     .serve(router);
+//!
+//! let client_config = ClientConfig::new(server.local_addr(), "localhost", Arc::new(client_tls));
+//! let client = QuicClient::new(client_config)?;
+//! let connection = client.connect().await?;
+//! let job = ExecutionRequest {
+//!     job_id: "job-7".into(),
+//!     request_id: "attempt-1".into(),
+//!     ..Default::default()
+//! };
+//! let outcome = taskwire_quic::send_request(&connection, job).await?;
+//! assert_eq!(outcome.job_id, "job-7");
+//! assert_eq!(outcome.request_id, "attempt-1");
+//! assert!(matches!(outcome.outcome, Some(Outcome::Success(_))));
+//!
+//! connection.close();
+//! let report = server.shutdown().await;
+//! assert!(report.drained);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 mod client;

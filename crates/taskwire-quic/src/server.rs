@@ -124,8 +124,22 @@ struct Shared {
 
 /// A QUIC server. Made with [`QuicServer::new`]; run with [`QuicServer::serve`].
 ///
-/// ```no_run
-/// # async fn run(tls: std::sync::Arc<rustls::ServerConfig>) -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # use std::sync::Arc;
+/// # fn tls() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), taskwire_tls::TlsError> {
+/// #     use taskwire_tls::{CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder};
+/// #     let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+/// #     let cert = ca.issue_server(&ServerCertParams::new(["localhost"]))?;
+/// #     let server = ServerConfigBuilder::new(cert.credentials()?)
+/// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+/// #     let client = ClientConfigBuilder::new(ca.ca_bundle()?)
+/// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+/// #     Ok((Arc::new(server), Arc::new(client)))
+/// # }
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let (server_tls, client_tls) = tls()?;
+/// # let tls = server_tls; drop(client_tls);
 /// use taskwire_quic::{QuicServer, ServerConfig};
 /// use taskwire_rpc::Router;
 /// use taskwire_proto::session::v1::{Ping, Pong};
@@ -136,7 +150,8 @@ struct Shared {
 /// let handle = server.serve(router);
 /// println!("listening on {}", handle.local_addr());
 /// handle.shutdown().await;
-/// # Ok(()) }
+/// # Ok(())
+/// # }
 /// ```
 pub struct QuicServer {
     endpoint: Endpoint,
@@ -156,6 +171,34 @@ impl std::fmt::Debug for QuicServer {
 impl QuicServer {
     /// Binds the endpoint and starts accepting connections. Must be called inside a tokio
     /// runtime.
+    ///
+    /// `ServerConfig::tls` must allow TLS 1.3 and should offer the ALPN
+    /// [`ALPN`](crate::ALPN); the [crate example](crate#example) shows how to make it with
+    /// `taskwire_tls`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # fn tls() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), taskwire_tls::TlsError> {
+    /// #     use taskwire_tls::{CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder};
+    /// #     let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+    /// #     let cert = ca.issue_server(&ServerCertParams::new(["localhost"]))?;
+    /// #     let server = ServerConfigBuilder::new(cert.credentials()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     let client = ClientConfigBuilder::new(ca.ca_bundle()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     Ok((Arc::new(server), Arc::new(client)))
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (server_tls, client_tls) = tls()?;
+    /// # drop(client_tls);
+    /// use taskwire_quic::{QuicServer, ServerConfig};
+    ///
+    /// let server = QuicServer::new(ServerConfig::new("127.0.0.1:0".parse()?, server_tls))?;
+    /// assert_ne!(server.local_addr().port(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(config: ServerConfig) -> Result<QuicServer, QuicError> {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config.tls)
             .map_err(|e| QuicError::Tls(format!("the TLS configuration cannot serve QUIC: {e}")))?;
@@ -206,6 +249,36 @@ impl QuicServer {
     }
 
     /// Serves every connection with `router`, in the background.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # fn tls() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), taskwire_tls::TlsError> {
+    /// #     use taskwire_tls::{CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder};
+    /// #     let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+    /// #     let cert = ca.issue_server(&ServerCertParams::new(["localhost"]))?;
+    /// #     let server = ServerConfigBuilder::new(cert.credentials()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     let client = ClientConfigBuilder::new(ca.ca_bundle()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     Ok((Arc::new(server), Arc::new(client)))
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (server_tls, client_tls) = tls()?;
+    /// use taskwire_proto::management::v1::{HealthRequest, HealthResponse};
+    /// use taskwire_quic::{ClientConfig, QuicClient, QuicServer, ServerConfig};
+    /// use taskwire_rpc::Router;
+    ///
+    /// let mut router = Router::new();
+    /// router.unary(|_ctx, _request: HealthRequest| async { Ok(HealthResponse::default()) });
+    /// let server = QuicServer::new(ServerConfig::new("127.0.0.1:0".parse()?, server_tls))?.serve(router);
+    ///
+    /// let client = QuicClient::new(ClientConfig::new(server.local_addr(), "localhost", client_tls))?;
+    /// assert_eq!(client.call(HealthRequest {}).await?, HealthResponse::default());
+    /// server.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn serve(mut self, router: Router) -> ServerHandle {
         let router = Arc::new(router);
         let serving = tokio::spawn(async move {
@@ -276,6 +349,37 @@ impl ServerHandle {
     /// Shuts down gracefully: refuses new connections and Hellos, sends GoAway on every
     /// connection (naming the last call it will answer), waits up to the drain timeout for
     /// calls in flight, then closes every connection with `SHUTDOWN`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # fn tls() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), taskwire_tls::TlsError> {
+    /// #     use taskwire_tls::{CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder};
+    /// #     let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+    /// #     let cert = ca.issue_server(&ServerCertParams::new(["localhost"]))?;
+    /// #     let server = ServerConfigBuilder::new(cert.credentials()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     let client = ClientConfigBuilder::new(ca.ca_bundle()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     Ok((Arc::new(server), Arc::new(client)))
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (server_tls, client_tls) = tls()?;
+    /// use taskwire_quic::{ClientConfig, QuicClient, QuicServer, ServerConfig};
+    /// use taskwire_rpc::Router;
+    ///
+    /// let server = QuicServer::new(ServerConfig::new("127.0.0.1:0".parse()?, server_tls))?
+    ///     .serve(Router::new());
+    /// let client = QuicClient::new(ClientConfig::new(server.local_addr(), "localhost", client_tls))?;
+    /// let connection = client.connect().await?;
+    /// connection.ping().await?; // the server is now serving the connection
+    ///
+    /// let report = server.shutdown().await;
+    /// assert_eq!(report.connections, 1, "one connection was sent a GoAway");
+    /// assert!(report.drained, "no call was left in flight");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn shutdown(self) -> ShutdownReport {
         let shared = &self.shared;
         shared.draining.cancel();

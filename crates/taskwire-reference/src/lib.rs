@@ -17,13 +17,52 @@
 //! `UNAUTHENTICATED`, unless the server is configured with
 //! [`TenantSource::ClaimedInHello`] for local development.
 //!
-//! ```
-//! use taskwire_reference::{ReferenceConfig, ReferenceServer};
+//! # Example
 //!
-//! let server = ReferenceServer::new(ReferenceConfig::default());
-//! let router = server.router();
-//! // Hand `router` to `taskwire_quic::QuicServer::serve` or `taskwire_tcp::TcpServer::serve`.
+//! The router served over plaintext TCP on loopback (it serves QUIC the same way, with
+//! `taskwire_quic::QuicServer::serve`), for a client that claims tenant `acme` in its
+//! Hello: it registers an instance, then reads its status back.
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use taskwire_proto::instance::v1::{InstanceState, RegisterInstanceRequest};
+//! use taskwire_proto::management::v1::GetInstanceStatusRequest;
+//! use taskwire_reference::{ReferenceConfig, ReferenceServer, TenantSource};
+//! use taskwire_tcp::{TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
+//!
+//! // Local development without client certificates: trust the tenant claimed in the Hello.
+//! let config = ReferenceConfig::default().tenants(TenantSource::ClaimedInHello);
+//! let reference = ReferenceServer::new(config);
+//! let router = reference.router();
 //! assert!(router.handles(0x0105), "RegisterInstanceRequest is routed");
+//! let listen = TcpServerConfig::plaintext_loopback("127.0.0.1:0".parse()?);
+//! let server = TcpServer::bind(listen).await?.serve(router);
+//!
+//! let mut client = TcpClientConfig::plaintext_loopback(server.local_addr());
+//! client.session.tenant = "acme".into();
+//! let connection = TcpClient::new(client).connect().await?;
+//!
+//! let registered = connection
+//!     .call(RegisterInstanceRequest {
+//!         instance_id: "order-7".into(),
+//!         image_id: "orders:1".into(),
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! assert!(registered.accepted);
+//!
+//! let answer = connection
+//!     .call(GetInstanceStatusRequest { instance_id: "order-7".into() })
+//!     .await?;
+//! let status = answer.status.expect("the instance has a status");
+//! assert_eq!(status.state(), InstanceState::Running);
+//! assert_eq!(status.tenant_id, "acme");
+//!
+//! drop(connection);
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
 //! ```
 #![forbid(unsafe_code)]
 

@@ -56,6 +56,18 @@ impl TcpClientConfig {
     }
 
     /// A plaintext client to a loopback address.
+    ///
+    /// [`TcpClient::connect`] refuses plaintext to any other address. See the
+    /// [crate example](crate#example) for a server and client.
+    ///
+    /// ```
+    /// use taskwire_tcp::TcpClientConfig;
+    ///
+    /// let mut config = TcpClientConfig::plaintext_loopback("127.0.0.1:7000".parse().unwrap());
+    /// // Without a client certificate, the tenant is only a claim made in the Hello.
+    /// config.session.tenant = "acme".into();
+    /// assert!(config.tls.is_none());
+    /// ```
     pub fn plaintext_loopback(server_addr: SocketAddr) -> Self {
         TcpClientConfig {
             server_addr,
@@ -99,12 +111,45 @@ impl std::fmt::Debug for TcpConnection {
 }
 
 impl TcpClient {
-    /// A client for `config`.
+    /// A client for `config`. Nothing is connected until [`connect`](Self::connect); see
+    /// the [crate example](crate#example).
+    ///
+    /// ```
+    /// use taskwire_tcp::{TcpClient, TcpClientConfig};
+    ///
+    /// let client = TcpClient::new(TcpClientConfig::plaintext_loopback("127.0.0.1:7000".parse().unwrap()));
+    /// # drop(client);
+    /// ```
     pub fn new(config: TcpClientConfig) -> TcpClient {
         TcpClient { config }
     }
 
-    /// Connects, negotiates, and starts the connection's reader and writer.
+    /// Connects, negotiates, and starts the connection's reader and writer. Must be
+    /// called inside a tokio runtime. See the [crate example](crate#example) for calls.
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use taskwire_rpc::{CallError, Router};
+    /// use taskwire_tcp::{TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
+    ///
+    /// let config = TcpServerConfig::plaintext_loopback("127.0.0.1:0".parse()?);
+    /// let server = TcpServer::bind(config).await?.serve(Router::new());
+    ///
+    /// let client = TcpClient::new(TcpClientConfig::plaintext_loopback(server.local_addr()));
+    /// let connection = client.connect().await?;
+    /// assert!(connection.is_usable());
+    /// assert_eq!(connection.agreed().max_concurrent_calls, 64);
+    ///
+    /// // Plaintext to an address other than loopback is refused without connecting.
+    /// let remote = TcpClient::new(TcpClientConfig::plaintext_loopback("192.0.2.1:7000".parse()?));
+    /// assert!(matches!(remote.connect().await, Err(CallError::Unavailable(_))));
+    ///
+    /// drop(connection);
+    /// server.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect(&self) -> Result<TcpConnection, CallError> {
         let config = &self.config;
         if config.tls.is_none() && !config.server_addr.ip().is_loopback() {

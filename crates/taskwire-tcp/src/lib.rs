@@ -17,6 +17,47 @@
 //!   shared byte stream has no per-call end.
 //!
 //! [`runner`] is the orchestrator side of the runner conversation, built on this.
+//!
+//! # Example
+//!
+//! A plaintext server on loopback answering the management `Health` rpc, a client
+//! calling it, and a graceful shutdown:
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use taskwire_proto::management::v1::health_response::ServingStatus;
+//! use taskwire_proto::management::v1::{HealthRequest, HealthResponse};
+//! use taskwire_rpc::Router;
+//! use taskwire_tcp::{TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
+//!
+//! let mut router = Router::new();
+//! router.unary(|_ctx, _request: HealthRequest| async move {
+//!     Ok(HealthResponse {
+//!         status: ServingStatus::Serving as i32,
+//!         version: "1.2.3".into(),
+//!         ..Default::default()
+//!     })
+//! });
+//!
+//! // Plaintext is allowed only on a loopback address; port 0 picks a free port.
+//! let config = TcpServerConfig::plaintext_loopback("127.0.0.1:0".parse()?);
+//! let server = TcpServer::bind(config).await?.serve(router);
+//!
+//! let client = TcpClient::new(TcpClientConfig::plaintext_loopback(server.local_addr()));
+//! let connection = client.connect().await?;
+//! let health: HealthResponse = connection.call(HealthRequest {}).await?;
+//! assert_eq!(health.status(), ServingStatus::Serving);
+//! assert_eq!(health.version, "1.2.3");
+//!
+//! drop(connection);
+//! assert!(server.shutdown().await, "no call was left in flight");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Over TLS, make the configs with `taskwire_tls` and use [`TcpServerConfig::new`] and
+//! [`TcpClientConfig::new`] instead; everything else is the same.
 #![forbid(unsafe_code)]
 
 mod client;

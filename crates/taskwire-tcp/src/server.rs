@@ -54,6 +54,17 @@ impl TcpServerConfig {
     }
 
     /// A plaintext server on a loopback address, for local development and tests.
+    ///
+    /// Plaintext is still refused by [`TcpServer::bind`] if `bind_addr` is not a loopback
+    /// address. See the [crate example](crate#example) for a server and client.
+    ///
+    /// ```
+    /// use taskwire_tcp::TcpServerConfig;
+    ///
+    /// let config = TcpServerConfig::plaintext_loopback("127.0.0.1:0".parse().unwrap());
+    /// assert!(config.tls.is_none());
+    /// assert!(config.allow_plaintext);
+    /// ```
     pub fn plaintext_loopback(bind_addr: SocketAddr) -> TcpServerConfig {
         TcpServerConfig {
             bind_addr,
@@ -107,6 +118,22 @@ impl std::fmt::Debug for TcpServer {
 
 impl TcpServer {
     /// Binds the listener. Plaintext is refused unless asked for and on loopback.
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use taskwire_tcp::{TcpError, TcpServer, TcpServerConfig};
+    ///
+    /// let loopback = TcpServerConfig::plaintext_loopback("127.0.0.1:0".parse().unwrap());
+    /// let server = TcpServer::bind(loopback).await.unwrap();
+    /// assert!(server.local_addr().ip().is_loopback());
+    /// assert_ne!(server.local_addr().port(), 0);
+    ///
+    /// // Plaintext on an address other than loopback is refused before binding.
+    /// let everywhere = TcpServerConfig::plaintext_loopback("0.0.0.0:0".parse().unwrap());
+    /// assert!(matches!(TcpServer::bind(everywhere).await, Err(TcpError::Config(_))));
+    /// # }
+    /// ```
     pub async fn bind(config: TcpServerConfig) -> Result<TcpServer, TcpError> {
         if config.tls.is_none() && !(config.allow_plaintext && config.bind_addr.ip().is_loopback())
         {
@@ -145,7 +172,23 @@ impl TcpServer {
             .expect("a bound listener has an address")
     }
 
-    /// Serves every connection with `router`, in the background.
+    /// Serves every connection with `router`, in the background. Must be called inside
+    /// a tokio runtime. See the [crate example](crate#example) for a router with a
+    /// handler and a client calling it.
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use taskwire_rpc::Router;
+    /// use taskwire_tcp::{TcpServer, TcpServerConfig};
+    ///
+    /// let server = TcpServer::bind(TcpServerConfig::plaintext_loopback("127.0.0.1:0".parse()?)).await?;
+    /// let handle = server.serve(Router::new());
+    /// assert_eq!(handle.open_connections(), 0);
+    /// assert!(handle.shutdown().await);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn serve(self, router: Router) -> TcpServerHandle {
         let local_addr = self.local_addr();
         let shared = Arc::clone(&self.shared);

@@ -327,6 +327,16 @@ pub struct CertificateAuthority {
 
 impl CertificateAuthority {
     /// A new self-signed CA.
+    ///
+    /// ```
+    /// use taskwire_tls::{CaParams, CertificateAuthority, inspect};
+    ///
+    /// let ca = CertificateAuthority::generate(&CaParams::new("acme dev CA").organization("Acme"))?;
+    /// let info = inspect(ca.certificate())?;
+    /// assert!(info.is_ca);
+    /// assert_eq!(info.path_len, Some(0), "the CA signs leaves only");
+    /// # Ok::<(), taskwire_tls::TlsError>(())
+    /// ```
     pub fn generate(params: &CaParams) -> Result<Self, TlsError> {
         let validity = params
             .validity
@@ -460,6 +470,21 @@ impl CertificateAuthority {
     }
 
     /// Issues a server certificate.
+    ///
+    /// ```
+    /// use taskwire_tls::{CaParams, CertificateAuthority, ServerCertParams, inspect};
+    ///
+    /// let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+    /// let server = ca.issue_server(&ServerCertParams::new(["localhost", "127.0.0.1"]))?;
+    /// let info = inspect(server.certificate())?;
+    /// assert_eq!(info.dns_names, ["localhost"]);
+    /// assert_eq!(info.ip_addresses, ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+    /// assert_eq!(info.extended_key_usages, ["serverAuth"]);
+    ///
+    /// // A server certificate needs at least one name.
+    /// assert!(ca.issue_server(&ServerCertParams::new(Vec::<String>::new())).is_err());
+    /// # Ok::<(), taskwire_tls::TlsError>(())
+    /// ```
     pub fn issue_server(&self, params: &ServerCertParams) -> Result<IssuedCert, TlsError> {
         if params.dns_names.is_empty() && params.ip_addresses.is_empty() {
             return Err(IssueErrorKind::NoSubjectAltNames.into());
@@ -493,6 +518,20 @@ impl CertificateAuthority {
     }
 
     /// Issues a client certificate naming its peer by the URI SAN `taskwire://TENANT/ID`.
+    ///
+    /// ```
+    /// use taskwire_tls::{CaParams, CertificateAuthority, ClientCertParams, PeerIdentity};
+    ///
+    /// let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+    /// let worker = ca.issue_client(&ClientCertParams::new("acme", "worker-7"))?;
+    /// let peer = PeerIdentity::from_certificate(worker.certificate())?;
+    /// assert_eq!(peer.tenant.as_deref(), Some("acme"));
+    /// assert_eq!(peer.id.as_deref(), Some("worker-7"));
+    ///
+    /// // Tenant and id are limited to `A-Z a-z 0-9 . _ ~ -`.
+    /// assert!(ca.issue_client(&ClientCertParams::new("acme corp", "worker-7")).is_err());
+    /// # Ok::<(), taskwire_tls::TlsError>(())
+    /// ```
     pub fn issue_client(&self, params: &ClientCertParams) -> Result<IssuedCert, TlsError> {
         let uri = identity_uri(&params.tenant, &params.id)?;
         let uri = uri.try_into().map_err(IssueErrorKind::Rcgen)?;
