@@ -24,15 +24,33 @@ fn inputs() -> Vec<PathBuf> {
 fn every_session_script_in_the_corpus_holds_its_property() {
     let inputs = inputs();
     assert!(inputs.len() >= 10, "the session_script corpus is missing");
-    for path in &inputs {
-        let script = std::fs::read(path).expect("readable corpus file");
-        let outcome = std::panic::catch_unwind(|| session_script::run(&script));
-        assert!(
-            outcome.is_ok(),
-            "session_script broke its property on {}",
-            path.display()
-        );
-    }
+    // Each script gets its own runtime and server, so they run side by side.
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = inputs
+            .chunks(inputs.len().div_ceil(workers))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .filter(|path| {
+                            let script = std::fs::read(path).expect("readable corpus file");
+                            std::panic::catch_unwind(|| session_script::run(&script)).is_err()
+                        })
+                        .map(|path| path.display().to_string())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a worker"))
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "session_script broke its property on {failures:?}"
+    );
 }
 
 #[test]
