@@ -394,7 +394,7 @@ fn decode_frame_over_max_frame_length_fails() {
 
 #[test]
 fn every_help_has_an_examples_section() {
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 11] = [
         &[],
         &["cert"],
         &["cert", "ca"],
@@ -402,6 +402,10 @@ fn every_help_has_an_examples_section() {
         &["cert", "client"],
         &["cert", "inspect"],
         &["decode"],
+        &["serve"],
+        &["call"],
+        &["demo"],
+        &["bench"],
     ];
     for command in commands {
         let mut args = command.to_vec();
@@ -418,7 +422,11 @@ fn every_help_has_an_examples_section() {
 fn bad_flag_values_exit_nonzero_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
     let out = path(dir.path());
-    let usage_errors: [&[&str]; 6] = [
+    let usage_errors: [&[&str]; 10] = [
+        &["serve", "--quic", "not-an-address"],
+        &["call", "--timeout", "soon"],
+        &["bench", "--concurrency", "-3"],
+        &["serve", "--cert", "only-a-cert.pem"],
         &["decode", "--framing", "xml"],
         &["decode", "--max-frame-length", "-1"],
         &["decode", "--max-frame-length", "lots"],
@@ -444,7 +452,11 @@ fn bad_flag_values_exit_nonzero_without_panicking() {
     }
 
     // Values clap accepts but the command cannot use: one line, exit code 1.
-    let runtime_errors: [&[&str]; 4] = [
+    let runtime_errors: [&[&str]; 8] = [
+        &["serve", "--cert", "missing.pem", "--key", "missing.key.pem"],
+        &["call", "HealthRequest", "--pin", "abc"],
+        &["bench", "--embedded", "--duration", "0"],
+        &["call", "HealthRequest", "--ca", "missing-ca.pem"],
         &["decode", "--hex", "0g"],
         &["cert", "inspect", "does-not-exist.pem"],
         &[
