@@ -382,20 +382,23 @@ impl ServerHandle {
     /// ```
     pub async fn shutdown(self) -> ShutdownReport {
         let shared = &self.shared;
-        shared.draining.cancel();
-        let live: Vec<(Connection, Arc<tokio::sync::Mutex<SendStream>>, u64)> = shared
-            .live
-            .lock()
-            .expect("live lock")
-            .values()
-            .map(|l| {
-                (
-                    l.connection.clone(),
-                    Arc::clone(&l.control),
-                    l.last_request_id.load(Ordering::Acquire),
-                )
-            })
-            .collect();
+        // Cancelling under the lock orders this snapshot with every handshake's check and
+        // insert, and keeps serving loops (which leave `live` on draining) from leaving
+        // before they are counted.
+        let live: Vec<(Connection, Arc<tokio::sync::Mutex<SendStream>>, u64)> = {
+            let guard = shared.live.lock().expect("live lock");
+            shared.draining.cancel();
+            guard
+                .values()
+                .map(|l| {
+                    (
+                        l.connection.clone(),
+                        Arc::clone(&l.control),
+                        l.last_request_id.load(Ordering::Acquire),
+                    )
+                })
+                .collect()
+        };
         let drain = shared.limits.drain_timeout;
         for (connection, control, last) in &live {
             connection.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(0));
@@ -626,19 +629,51 @@ async fn handshake(
             .session
             .negotiate(&hello, Codec::Protobuf, &format!("q{id}"))
     };
-    let mut control_send = control_send;
+    // The connection joins `live` under the same lock that `shutdown` holds while it
+    // starts draining and takes its snapshot, so every connection that is told
+    // Negotiated is also sent the GoAway. The control stream stays locked until the
+    // Negotiated is written, so a GoAway can never overtake it.
+    let control_send = Arc::new(tokio::sync::Mutex::new(control_send));
+    let mut control = Arc::clone(&control_send)
+        .try_lock_owned()
+        .map_err(|_| "the new control stream was already locked".to_owned())?;
+    let last_request_id = Arc::new(AtomicU64::new(0));
+    let answer = answer.and_then(|negotiated| {
+        let mut live = shared.live.lock().expect("live lock");
+        if shared.draining.is_cancelled() {
+            return Err(refusal(
+                RefusalReason::ShuttingDown,
+                "the server is shutting down",
+                Some(Duration::from_secs(1)),
+            ));
+        }
+        live.insert(
+            id,
+            Live {
+                connection: connection.clone(),
+                control: Arc::clone(&control_send),
+                last_request_id: Arc::clone(&last_request_id),
+            },
+        );
+        Ok(negotiated)
+    });
     let mut bytes = BytesMut::new();
     match answer {
         Ok(negotiated) => {
-            encode(
+            let written = match encode(
                 &Frame::new(SessionMessage::from(negotiated)),
                 u32::MAX,
                 &mut bytes,
-            )
-            .map_err(|e| e.to_string())?;
-            write(&mut control_send, &bytes, false)
-                .await
-                .map_err(|e| e.to_string())?;
+            ) {
+                Ok(()) => write(&mut control, &bytes, false)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = written {
+                shared.live.lock().expect("live lock").remove(&id);
+                return Err(e);
+            }
         }
         Err(refused) => {
             let reason = format!("refused: {}", refused.message);
@@ -648,23 +683,14 @@ async fn handshake(
                 &mut bytes,
             )
             .map_err(|e| e.to_string())?;
-            let _ = write(&mut control_send, &bytes, true).await;
+            let _ = write(&mut control, &bytes, true).await;
             // Let the Refused frame reach the client before the close overtakes it.
-            let _ = tokio::time::timeout(Duration::from_secs(1), control_send.stopped()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), control.stopped()).await;
             return Err(close(codes::CLOSE_REFUSED, &reason));
         }
     }
+    drop(control);
     let peer = Arc::new(peer);
-    let control_send = Arc::new(tokio::sync::Mutex::new(control_send));
-    let last_request_id = Arc::new(AtomicU64::new(0));
-    shared.live.lock().expect("live lock").insert(
-        id,
-        Live {
-            connection: connection.clone(),
-            control: Arc::clone(&control_send),
-            last_request_id: Arc::clone(&last_request_id),
-        },
-    );
     Ok(ServerConnection {
         connection,
         peer,
