@@ -66,26 +66,45 @@ pub(crate) fn decode_body<M: MessageSet>(
     body: Bytes,
     max_decoded_size: usize,
 ) -> Result<M, CodecError> {
+    check_budget(type_id, &body, max_decoded_size)?;
+    body_result(type_id, M::decode_body(type_id, body))
+}
+
+/// Refuses a body whose decoded size is over the budget.
+#[inline]
+fn check_budget(type_id: u16, body: &[u8], max_decoded_size: usize) -> Result<(), CodecError> {
     // Small bodies cannot reach the budget even at the worst expansion: no walk.
     if budget::needs_walk(body.len(), max_decoded_size) {
-        budget::decoded_size(type_id, &body, max_decoded_size).map_err(|over| {
+        budget::decoded_size(type_id, body, max_decoded_size).map_err(|over| {
             CodecError::DecodedTooLarge {
                 type_id,
-                name: registry::by_type_id(type_id).map_or("<unregistered>", |info| info.name),
+                name: type_name(type_id),
                 counted: over.counted,
                 max: over.max,
             }
         })?;
     }
-    match M::decode_body(type_id, body) {
+    Ok(())
+}
+
+#[inline]
+fn body_result<M>(
+    type_id: u16,
+    decoded: Option<Result<M, prost::DecodeError>>,
+) -> Result<M, CodecError> {
+    match decoded {
         None => Err(CodecError::UnknownMessageType { type_id }),
         Some(Ok(message)) => Ok(message),
         Some(Err(source)) => Err(CodecError::Protobuf {
             type_id,
-            name: registry::by_type_id(type_id).map_or("<unregistered>", |info| info.name),
+            name: type_name(type_id),
             source,
         }),
     }
+}
+
+fn type_name(type_id: u16) -> &'static str {
+    registry::by_type_id(type_id).map_or("<unregistered>", |info| info.name)
 }
 
 /// Decodes and encodes binary frames as [`RawFrame`]s, for routing without decoding
@@ -144,12 +163,11 @@ impl BinaryCodec {
     }
 }
 
-impl Decoder for BinaryCodec {
-    type Item = RawFrame;
-    type Error = CodecError;
-
+impl BinaryCodec {
+    /// Parses the next frame's header once its whole body is in `src`, and leaves `src`
+    /// starting at that body. `None` until the body has arrived.
     #[inline]
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, CodecError> {
+    fn next_header(&mut self, src: &mut BytesMut) -> Result<Option<FrameHeader>, CodecError> {
         let header = match self.pending {
             Some(header) => header,
             None => {
@@ -169,6 +187,19 @@ impl Decoder for BinaryCodec {
         }
         self.pending = None;
         self.limits.first_decoded = true;
+        Ok(Some(header))
+    }
+}
+
+impl Decoder for BinaryCodec {
+    type Item = RawFrame;
+    type Error = CodecError;
+
+    #[inline]
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, CodecError> {
+        let Some(header) = self.next_header(src)? else {
+            return Ok(None);
+        };
         let body = src.split_to(header.body_len as usize).freeze();
         Ok(Some(RawFrame {
             flags: header.flags,
@@ -281,14 +312,22 @@ impl<M: MessageSet> Decoder for BinaryMessageCodec<M> {
 
     #[inline]
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
-        let max = self.raw.limits.max_decoded_size;
-        self.raw
-            .decode(src)?
-            .map(|raw| raw.decode_within(max))
-            .transpose()
+        let Some(header) = self.raw.next_header(src)? else {
+            return Ok(None);
+        };
+        let body = src.split_to(header.body_len as usize).freeze();
+        Ok(Some(Frame {
+            stream_id: header.stream_id,
+            flags: header.flags,
+            message: decode_body(header.type_id, body, self.raw.limits.max_decoded_size)?,
+        }))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        // No whole frame is left: the raw codec tells a clean end from a truncated frame.
         let max = self.raw.limits.max_decoded_size;
         self.raw
             .decode_eof(src)?

@@ -199,6 +199,79 @@ fn a_typed_codec_refuses_messages_of_another_conversation() {
 }
 
 #[test]
+fn a_typed_codec_decodes_bytes_fields_as_slices_of_the_read_buffer() {
+    let request = CheckpointRequest {
+        state: Bytes::from(vec![9; 1000]),
+        ..Default::default()
+    };
+    let mut wire = BytesMut::new();
+    let mut codec = Builder::new().new_binary_message_codec::<InstanceMessage>();
+    codec
+        .encode(
+            Frame::new(InstanceMessage::from(request.clone())),
+            &mut wire,
+        )
+        .unwrap();
+    let buffer = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+    let frame = codec.decode(&mut wire).unwrap().unwrap();
+    let InstanceMessage::CheckpointRequest(decoded) = frame.message else {
+        panic!("wrong variant")
+    };
+    assert_eq!(decoded, request);
+    assert!(
+        buffer.contains(&(decoded.state.as_ptr() as usize)),
+        "the bytes field was copied out of the read buffer"
+    );
+    assert!(wire.is_empty());
+}
+
+#[test]
+fn a_typed_codec_skips_a_refused_body_whole_and_decodes_the_next_frame() {
+    let ping = Frame::new(SessionMessage::from(Ping {
+        nonce: 7,
+        sent_at: None,
+    }));
+    let mut wire = BytesMut::new();
+    // A body that is not protobuf: field 1 with the reserved wire type 7.
+    wire.extend_from_slice(&header(Ping::TYPE_ID, 4));
+    wire.extend_from_slice(&[0x0F, 1, 2, 3]);
+    // A message of another conversation.
+    wire.extend_from_slice(&header(CheckpointRequest::TYPE_ID, 2));
+    wire.extend_from_slice(&[0x18, 0x01]);
+    // A body over a small decoded-size budget.
+    let mut codec = Builder::new()
+        .max_decoded_size(1500)
+        .new_binary_message_codec::<SessionMessage>();
+    let mut big = BytesMut::new();
+    Builder::new()
+        .new_binary_codec()
+        .encode(
+            Frame::new(SessionMessage::from(Hello {
+                peer_name: "p".repeat(2000),
+                ..Default::default()
+            })),
+            &mut big,
+        )
+        .unwrap();
+    wire.extend_from_slice(&big);
+    codec.encode(&ping, &mut wire).unwrap();
+
+    assert!(
+        matches!(codec.decode(&mut wire), Err(CodecError::Protobuf { type_id, .. }) if type_id == Ping::TYPE_ID)
+    );
+    let second = codec.decode(&mut wire);
+    assert!(
+        matches!(second, Err(CodecError::UnknownMessageType { type_id }) if type_id == CheckpointRequest::TYPE_ID),
+        "{second:?}"
+    );
+    assert!(
+        matches!(codec.decode(&mut wire), Err(CodecError::DecodedTooLarge { type_id, .. }) if type_id == Hello::TYPE_ID)
+    );
+    assert_eq!(codec.decode(&mut wire).unwrap(), Some(ping));
+    assert!(wire.is_empty());
+}
+
+#[test]
 fn encoding_over_the_limit_is_an_error_and_writes_nothing() {
     let mut builder = Builder::new();
     builder.max_frame_length(100).first_frame_done(true);

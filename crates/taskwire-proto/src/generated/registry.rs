@@ -660,7 +660,7 @@ impl MessageSet for SessionMessage {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0001 => <super::taskwire::session::v1::Hello as ::prost::Message>::decode(body).map(SessionMessage::Hello),
@@ -783,7 +783,7 @@ pub enum InstanceMessage {
     /// `taskwire.instance.v1.Signal`, type id 0x0103.
     Signal(super::taskwire::instance::v1::Signal),
     /// `taskwire.instance.v1.InstanceStatus`, type id 0x0104.
-    InstanceStatus(super::taskwire::instance::v1::InstanceStatus),
+    InstanceStatus(::prost::alloc::boxed::Box<super::taskwire::instance::v1::InstanceStatus>),
     /// `taskwire.instance.v1.RegisterInstanceRequest`, type id 0x0105.
     RegisterInstanceRequest(super::taskwire::instance::v1::RegisterInstanceRequest),
     /// `taskwire.instance.v1.RegisterInstanceResponse`, type id 0x0106.
@@ -813,7 +813,7 @@ pub enum InstanceMessage {
     /// `taskwire.instance.v1.SleepResponse`, type id 0x0112.
     SleepResponse(super::taskwire::instance::v1::SleepResponse),
     /// `taskwire.instance.v1.InstanceEvent`, type id 0x0113.
-    InstanceEvent(super::taskwire::instance::v1::InstanceEvent),
+    InstanceEvent(::prost::alloc::boxed::Box<super::taskwire::instance::v1::InstanceEvent>),
     /// `taskwire.instance.v1.InstanceEventBatch`, type id 0x0114.
     InstanceEventBatch(super::taskwire::instance::v1::InstanceEventBatch),
     /// `taskwire.instance.v1.SendEventBatchResponse`, type id 0x0115.
@@ -821,7 +821,7 @@ pub enum InstanceMessage {
     /// `taskwire.instance.v1.GetInstanceStatusRequest`, type id 0x0116.
     GetInstanceStatusRequest(super::taskwire::instance::v1::GetInstanceStatusRequest),
     /// `taskwire.instance.v1.GetInstanceStatusResponse`, type id 0x0117.
-    GetInstanceStatusResponse(super::taskwire::instance::v1::GetInstanceStatusResponse),
+    GetInstanceStatusResponse(::prost::alloc::boxed::Box<super::taskwire::instance::v1::GetInstanceStatusResponse>),
     /// `taskwire.instance.v1.RecordRetryAttemptRequest`, type id 0x0118.
     RecordRetryAttemptRequest(super::taskwire::instance::v1::RecordRetryAttemptRequest),
     /// `taskwire.instance.v1.RecordRetryAttemptResponse`, type id 0x0119.
@@ -854,6 +854,12 @@ impl From<super::taskwire::instance::v1::Signal> for InstanceMessage {
 
 impl From<super::taskwire::instance::v1::InstanceStatus> for InstanceMessage {
     fn from(message: super::taskwire::instance::v1::InstanceStatus) -> Self {
+        InstanceMessage::InstanceStatus(::prost::alloc::boxed::Box::new(message))
+    }
+}
+
+impl From<::prost::alloc::boxed::Box<super::taskwire::instance::v1::InstanceStatus>> for InstanceMessage {
+    fn from(message: ::prost::alloc::boxed::Box<super::taskwire::instance::v1::InstanceStatus>) -> Self {
         InstanceMessage::InstanceStatus(message)
     }
 }
@@ -944,6 +950,12 @@ impl From<super::taskwire::instance::v1::SleepResponse> for InstanceMessage {
 
 impl From<super::taskwire::instance::v1::InstanceEvent> for InstanceMessage {
     fn from(message: super::taskwire::instance::v1::InstanceEvent) -> Self {
+        InstanceMessage::InstanceEvent(::prost::alloc::boxed::Box::new(message))
+    }
+}
+
+impl From<::prost::alloc::boxed::Box<super::taskwire::instance::v1::InstanceEvent>> for InstanceMessage {
+    fn from(message: ::prost::alloc::boxed::Box<super::taskwire::instance::v1::InstanceEvent>) -> Self {
         InstanceMessage::InstanceEvent(message)
     }
 }
@@ -968,6 +980,12 @@ impl From<super::taskwire::instance::v1::GetInstanceStatusRequest> for InstanceM
 
 impl From<super::taskwire::instance::v1::GetInstanceStatusResponse> for InstanceMessage {
     fn from(message: super::taskwire::instance::v1::GetInstanceStatusResponse) -> Self {
+        InstanceMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(message))
+    }
+}
+
+impl From<::prost::alloc::boxed::Box<super::taskwire::instance::v1::GetInstanceStatusResponse>> for InstanceMessage {
+    fn from(message: ::prost::alloc::boxed::Box<super::taskwire::instance::v1::GetInstanceStatusResponse>) -> Self {
         InstanceMessage::GetInstanceStatusResponse(message)
     }
 }
@@ -1021,14 +1039,14 @@ impl MessageSet for InstanceMessage {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0100 => <super::taskwire::instance::v1::InstanceError as ::prost::Message>::decode(body).map(InstanceMessage::InstanceError),
             0x0101 => <super::taskwire::instance::v1::CheckpointSummary as ::prost::Message>::decode(body).map(InstanceMessage::CheckpointSummary),
             0x0102 => <super::taskwire::instance::v1::Checkpoint as ::prost::Message>::decode(body).map(InstanceMessage::Checkpoint),
             0x0103 => <super::taskwire::instance::v1::Signal as ::prost::Message>::decode(body).map(InstanceMessage::Signal),
-            0x0104 => <super::taskwire::instance::v1::InstanceStatus as ::prost::Message>::decode(body).map(InstanceMessage::InstanceStatus),
+            0x0104 => <super::taskwire::instance::v1::InstanceStatus as ::prost::Message>::decode(body).map(|m| InstanceMessage::InstanceStatus(::prost::alloc::boxed::Box::new(m))),
             0x0105 => <super::taskwire::instance::v1::RegisterInstanceRequest as ::prost::Message>::decode(body).map(InstanceMessage::RegisterInstanceRequest),
             0x0106 => <super::taskwire::instance::v1::RegisterInstanceResponse as ::prost::Message>::decode(body).map(InstanceMessage::RegisterInstanceResponse),
             0x0107 => <super::taskwire::instance::v1::CheckpointRequest as ::prost::Message>::decode(body).map(InstanceMessage::CheckpointRequest),
@@ -1043,11 +1061,11 @@ impl MessageSet for InstanceMessage {
             0x0110 => <super::taskwire::instance::v1::ListCheckpointsRequest as ::prost::Message>::decode(body).map(InstanceMessage::ListCheckpointsRequest),
             0x0111 => <super::taskwire::instance::v1::SleepRequest as ::prost::Message>::decode(body).map(InstanceMessage::SleepRequest),
             0x0112 => <super::taskwire::instance::v1::SleepResponse as ::prost::Message>::decode(body).map(InstanceMessage::SleepResponse),
-            0x0113 => <super::taskwire::instance::v1::InstanceEvent as ::prost::Message>::decode(body).map(InstanceMessage::InstanceEvent),
+            0x0113 => <super::taskwire::instance::v1::InstanceEvent as ::prost::Message>::decode(body).map(|m| InstanceMessage::InstanceEvent(::prost::alloc::boxed::Box::new(m))),
             0x0114 => <super::taskwire::instance::v1::InstanceEventBatch as ::prost::Message>::decode(body).map(InstanceMessage::InstanceEventBatch),
             0x0115 => <super::taskwire::instance::v1::SendEventBatchResponse as ::prost::Message>::decode(body).map(InstanceMessage::SendEventBatchResponse),
             0x0116 => <super::taskwire::instance::v1::GetInstanceStatusRequest as ::prost::Message>::decode(body).map(InstanceMessage::GetInstanceStatusRequest),
-            0x0117 => <super::taskwire::instance::v1::GetInstanceStatusResponse as ::prost::Message>::decode(body).map(InstanceMessage::GetInstanceStatusResponse),
+            0x0117 => <super::taskwire::instance::v1::GetInstanceStatusResponse as ::prost::Message>::decode(body).map(|m| InstanceMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(m))),
             0x0118 => <super::taskwire::instance::v1::RecordRetryAttemptRequest as ::prost::Message>::decode(body).map(InstanceMessage::RecordRetryAttemptRequest),
             0x0119 => <super::taskwire::instance::v1::RecordRetryAttemptResponse as ::prost::Message>::decode(body).map(InstanceMessage::RecordRetryAttemptResponse),
             _ => return None,
@@ -1188,7 +1206,7 @@ impl MessageSet for InstanceMessage {
             0x0101 => <super::taskwire::instance::v1::CheckpointSummary as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::CheckpointSummary),
             0x0102 => <super::taskwire::instance::v1::Checkpoint as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::Checkpoint),
             0x0103 => <super::taskwire::instance::v1::Signal as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::Signal),
-            0x0104 => <super::taskwire::instance::v1::InstanceStatus as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::InstanceStatus),
+            0x0104 => <super::taskwire::instance::v1::InstanceStatus as ::serde::Deserialize>::deserialize(body).map(|m| InstanceMessage::InstanceStatus(::prost::alloc::boxed::Box::new(m))),
             0x0105 => <super::taskwire::instance::v1::RegisterInstanceRequest as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::RegisterInstanceRequest),
             0x0106 => <super::taskwire::instance::v1::RegisterInstanceResponse as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::RegisterInstanceResponse),
             0x0107 => <super::taskwire::instance::v1::CheckpointRequest as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::CheckpointRequest),
@@ -1203,11 +1221,11 @@ impl MessageSet for InstanceMessage {
             0x0110 => <super::taskwire::instance::v1::ListCheckpointsRequest as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::ListCheckpointsRequest),
             0x0111 => <super::taskwire::instance::v1::SleepRequest as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::SleepRequest),
             0x0112 => <super::taskwire::instance::v1::SleepResponse as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::SleepResponse),
-            0x0113 => <super::taskwire::instance::v1::InstanceEvent as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::InstanceEvent),
+            0x0113 => <super::taskwire::instance::v1::InstanceEvent as ::serde::Deserialize>::deserialize(body).map(|m| InstanceMessage::InstanceEvent(::prost::alloc::boxed::Box::new(m))),
             0x0114 => <super::taskwire::instance::v1::InstanceEventBatch as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::InstanceEventBatch),
             0x0115 => <super::taskwire::instance::v1::SendEventBatchResponse as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::SendEventBatchResponse),
             0x0116 => <super::taskwire::instance::v1::GetInstanceStatusRequest as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::GetInstanceStatusRequest),
-            0x0117 => <super::taskwire::instance::v1::GetInstanceStatusResponse as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::GetInstanceStatusResponse),
+            0x0117 => <super::taskwire::instance::v1::GetInstanceStatusResponse as ::serde::Deserialize>::deserialize(body).map(|m| InstanceMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(m))),
             0x0118 => <super::taskwire::instance::v1::RecordRetryAttemptRequest as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::RecordRetryAttemptRequest),
             0x0119 => <super::taskwire::instance::v1::RecordRetryAttemptResponse as ::serde::Deserialize>::deserialize(body).map(InstanceMessage::RecordRetryAttemptResponse),
             _ => Err(<D::Error as ::serde::de::Error>::custom(::core::format_args!("type id {type_id:#06x} is not a message of taskwire.instance.v1"))),
@@ -1291,7 +1309,7 @@ pub enum EnvironmentMessage {
     /// `taskwire.environment.v1.GetInstanceStatusRequest`, type id 0x0211.
     GetInstanceStatusRequest(super::taskwire::environment::v1::GetInstanceStatusRequest),
     /// `taskwire.environment.v1.GetInstanceStatusResponse`, type id 0x0212.
-    GetInstanceStatusResponse(super::taskwire::environment::v1::GetInstanceStatusResponse),
+    GetInstanceStatusResponse(::prost::alloc::boxed::Box<super::taskwire::environment::v1::GetInstanceStatusResponse>),
     /// `taskwire.environment.v1.SendSignalRequest`, type id 0x0213.
     SendSignalRequest(super::taskwire::environment::v1::SendSignalRequest),
     /// `taskwire.environment.v1.SendSignalResponse`, type id 0x0214.
@@ -1408,6 +1426,12 @@ impl From<super::taskwire::environment::v1::GetInstanceStatusRequest> for Enviro
 
 impl From<super::taskwire::environment::v1::GetInstanceStatusResponse> for EnvironmentMessage {
     fn from(message: super::taskwire::environment::v1::GetInstanceStatusResponse) -> Self {
+        EnvironmentMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(message))
+    }
+}
+
+impl From<::prost::alloc::boxed::Box<super::taskwire::environment::v1::GetInstanceStatusResponse>> for EnvironmentMessage {
+    fn from(message: ::prost::alloc::boxed::Box<super::taskwire::environment::v1::GetInstanceStatusResponse>) -> Self {
         EnvironmentMessage::GetInstanceStatusResponse(message)
     }
 }
@@ -1456,7 +1480,7 @@ impl MessageSet for EnvironmentMessage {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0200 => <super::taskwire::environment::v1::ImageInfo as ::prost::Message>::decode(body).map(EnvironmentMessage::ImageInfo),
@@ -1477,7 +1501,7 @@ impl MessageSet for EnvironmentMessage {
             0x020f => <super::taskwire::environment::v1::ListInstancesRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::ListInstancesRequest),
             0x0210 => <super::taskwire::environment::v1::ListInstancesResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::ListInstancesResponse),
             0x0211 => <super::taskwire::environment::v1::GetInstanceStatusRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::GetInstanceStatusRequest),
-            0x0212 => <super::taskwire::environment::v1::GetInstanceStatusResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::GetInstanceStatusResponse),
+            0x0212 => <super::taskwire::environment::v1::GetInstanceStatusResponse as ::prost::Message>::decode(body).map(|m| EnvironmentMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(m))),
             0x0213 => <super::taskwire::environment::v1::SendSignalRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::SendSignalRequest),
             0x0214 => <super::taskwire::environment::v1::SendSignalResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::SendSignalResponse),
             _ => return None,
@@ -1612,7 +1636,7 @@ impl MessageSet for EnvironmentMessage {
             0x020f => <super::taskwire::environment::v1::ListInstancesRequest as ::serde::Deserialize>::deserialize(body).map(EnvironmentMessage::ListInstancesRequest),
             0x0210 => <super::taskwire::environment::v1::ListInstancesResponse as ::serde::Deserialize>::deserialize(body).map(EnvironmentMessage::ListInstancesResponse),
             0x0211 => <super::taskwire::environment::v1::GetInstanceStatusRequest as ::serde::Deserialize>::deserialize(body).map(EnvironmentMessage::GetInstanceStatusRequest),
-            0x0212 => <super::taskwire::environment::v1::GetInstanceStatusResponse as ::serde::Deserialize>::deserialize(body).map(EnvironmentMessage::GetInstanceStatusResponse),
+            0x0212 => <super::taskwire::environment::v1::GetInstanceStatusResponse as ::serde::Deserialize>::deserialize(body).map(|m| EnvironmentMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(m))),
             0x0213 => <super::taskwire::environment::v1::SendSignalRequest as ::serde::Deserialize>::deserialize(body).map(EnvironmentMessage::SendSignalRequest),
             0x0214 => <super::taskwire::environment::v1::SendSignalResponse as ::serde::Deserialize>::deserialize(body).map(EnvironmentMessage::SendSignalResponse),
             _ => Err(<D::Error as ::serde::de::Error>::custom(::core::format_args!("type id {type_id:#06x} is not a message of taskwire.environment.v1"))),
@@ -1669,7 +1693,7 @@ pub enum ManagementMessage {
     /// `taskwire.management.v1.GetInstanceStatusRequest`, type id 0x0306.
     GetInstanceStatusRequest(super::taskwire::management::v1::GetInstanceStatusRequest),
     /// `taskwire.management.v1.GetInstanceStatusResponse`, type id 0x0307.
-    GetInstanceStatusResponse(super::taskwire::management::v1::GetInstanceStatusResponse),
+    GetInstanceStatusResponse(::prost::alloc::boxed::Box<super::taskwire::management::v1::GetInstanceStatusResponse>),
     /// `taskwire.management.v1.ListInstancesRequest`, type id 0x0308.
     ListInstancesRequest(super::taskwire::management::v1::ListInstancesRequest),
     /// `taskwire.management.v1.ListInstancesResponse`, type id 0x0309.
@@ -1728,6 +1752,12 @@ impl From<super::taskwire::management::v1::GetInstanceStatusRequest> for Managem
 
 impl From<super::taskwire::management::v1::GetInstanceStatusResponse> for ManagementMessage {
     fn from(message: super::taskwire::management::v1::GetInstanceStatusResponse) -> Self {
+        ManagementMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(message))
+    }
+}
+
+impl From<::prost::alloc::boxed::Box<super::taskwire::management::v1::GetInstanceStatusResponse>> for ManagementMessage {
+    fn from(message: ::prost::alloc::boxed::Box<super::taskwire::management::v1::GetInstanceStatusResponse>) -> Self {
         ManagementMessage::GetInstanceStatusResponse(message)
     }
 }
@@ -1793,7 +1823,7 @@ impl MessageSet for ManagementMessage {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0300 => <super::taskwire::management::v1::HealthRequest as ::prost::Message>::decode(body).map(ManagementMessage::HealthRequest),
@@ -1803,7 +1833,7 @@ impl MessageSet for ManagementMessage {
             0x0304 => <super::taskwire::management::v1::SendCustomSignalRequest as ::prost::Message>::decode(body).map(ManagementMessage::SendCustomSignalRequest),
             0x0305 => <super::taskwire::management::v1::SendCustomSignalResponse as ::prost::Message>::decode(body).map(ManagementMessage::SendCustomSignalResponse),
             0x0306 => <super::taskwire::management::v1::GetInstanceStatusRequest as ::prost::Message>::decode(body).map(ManagementMessage::GetInstanceStatusRequest),
-            0x0307 => <super::taskwire::management::v1::GetInstanceStatusResponse as ::prost::Message>::decode(body).map(ManagementMessage::GetInstanceStatusResponse),
+            0x0307 => <super::taskwire::management::v1::GetInstanceStatusResponse as ::prost::Message>::decode(body).map(|m| ManagementMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(m))),
             0x0308 => <super::taskwire::management::v1::ListInstancesRequest as ::prost::Message>::decode(body).map(ManagementMessage::ListInstancesRequest),
             0x0309 => <super::taskwire::management::v1::ListInstancesResponse as ::prost::Message>::decode(body).map(ManagementMessage::ListInstancesResponse),
             0x030a => <super::taskwire::management::v1::ListCheckpointsRequest as ::prost::Message>::decode(body).map(ManagementMessage::ListCheckpointsRequest),
@@ -1903,7 +1933,7 @@ impl MessageSet for ManagementMessage {
             0x0304 => <super::taskwire::management::v1::SendCustomSignalRequest as ::serde::Deserialize>::deserialize(body).map(ManagementMessage::SendCustomSignalRequest),
             0x0305 => <super::taskwire::management::v1::SendCustomSignalResponse as ::serde::Deserialize>::deserialize(body).map(ManagementMessage::SendCustomSignalResponse),
             0x0306 => <super::taskwire::management::v1::GetInstanceStatusRequest as ::serde::Deserialize>::deserialize(body).map(ManagementMessage::GetInstanceStatusRequest),
-            0x0307 => <super::taskwire::management::v1::GetInstanceStatusResponse as ::serde::Deserialize>::deserialize(body).map(ManagementMessage::GetInstanceStatusResponse),
+            0x0307 => <super::taskwire::management::v1::GetInstanceStatusResponse as ::serde::Deserialize>::deserialize(body).map(|m| ManagementMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(m))),
             0x0308 => <super::taskwire::management::v1::ListInstancesRequest as ::serde::Deserialize>::deserialize(body).map(ManagementMessage::ListInstancesRequest),
             0x0309 => <super::taskwire::management::v1::ListInstancesResponse as ::serde::Deserialize>::deserialize(body).map(ManagementMessage::ListInstancesResponse),
             0x030a => <super::taskwire::management::v1::ListCheckpointsRequest as ::serde::Deserialize>::deserialize(body).map(ManagementMessage::ListCheckpointsRequest),
@@ -1991,7 +2021,7 @@ impl MessageSet for RunnerMessage {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0400 => <super::taskwire::runner::v1::ExecutionRequest as ::prost::Message>::decode(body).map(RunnerMessage::ExecutionRequest),
@@ -2299,7 +2329,7 @@ impl MessageSet for JournalMessage {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
         Some(match type_id {
             0x0500 => <super::taskwire::journal::v1::Start as ::prost::Message>::decode(body).map(JournalMessage::Start),
