@@ -54,8 +54,10 @@ pub fn binary_frames(data: &[u8]) -> Result<usize, CodecError> {
 }
 
 /// Decodes `data` as JSON frames until it ends or an error. Every decoded message
-/// survives a JSON round trip and a binary round trip.
+/// survives a JSON round trip and a binary round trip, and every frame the canonical fast
+/// path accepts, the general parser decodes to the same frame.
 pub fn json_frames(data: &[u8]) -> Result<usize, CodecError> {
+    fast_path_agrees(data);
     let mut codec = builder().new_any_json_codec();
     let mut src = BytesMut::from(data);
     let mut frames = 0;
@@ -65,6 +67,29 @@ pub fn json_frames(data: &[u8]) -> Result<usize, CodecError> {
         roundtrip_binary(&frame);
     }
     Ok(frames)
+}
+
+/// Walks `data` as length-prefixed JSON texts and checks each one the fast path parses
+/// against the general parser.
+fn fast_path_agrees(data: &[u8]) {
+    let mut rest = data;
+    while let Some((prefix, after)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*prefix) as usize;
+        let Some(text) = after.get(..len) else {
+            return;
+        };
+        if let Some(fast) = crate::json::parse_canonical::<AnyMessage>(text) {
+            let general = crate::json::parse_general::<AnyMessage>(text).unwrap_or_else(|e| {
+                panic!("the fast path accepted a frame the general parser refuses: {e}")
+            });
+            assert_eq!(
+                encode_binary(&fast),
+                encode_binary(&general),
+                "the fast path and the general parser disagree"
+            );
+        }
+        rest = &after[len..];
+    }
 }
 
 /// Feeds `data` to a decoder in pieces whose sizes come from the first byte, and checks

@@ -414,6 +414,72 @@ fn json_accepts_members_in_any_order() {
     assert_eq!(ping.nonce, 5);
 }
 
+fn json_frame(text: &[u8]) -> BytesMut {
+    BytesMut::from(&[(text.len() as u32).to_be_bytes().as_slice(), text].concat()[..])
+}
+
+#[test]
+fn canonical_and_other_json_spellings_of_a_frame_decode_alike() {
+    // The first is the canonical text the fast path reads; each other spelling goes to the
+    // general parser, and all give the same frame.
+    let spellings: [&[u8]; 5] = [
+        br#"{"type":"taskwire.session.v1.Ping","stream":9,"end":true,"body":{"nonce":"5"}}"#,
+        br#"{ "type":"taskwire.session.v1.Ping","stream":9,"end":true,"body":{"nonce":"5"}}"#,
+        br#"{"type":"taskwire.session.v1.Ping","stream":9,"end":true,"body":{"nonce":"5"}}"#,
+        br#"{"type":"taskwire.session.v1.Ping","end":true,"stream":9,"body":{"nonce":"5"}}"#,
+        br#"{"type":"taskwire.session.v1.Ping","stream":9,"end":true,"body":{"nonce":"5"} }"#,
+    ];
+    let mut codec = Builder::new().new_any_json_codec();
+    for text in spellings {
+        let frame = codec.decode(&mut json_frame(text)).unwrap().unwrap();
+        assert_eq!(
+            (frame.stream_id, frame.flags),
+            (9, Flags::END_STREAM),
+            "{}",
+            String::from_utf8_lossy(text)
+        );
+        assert_eq!(
+            frame.message,
+            AnyMessage::from(SessionMessage::from(Ping {
+                nonce: 5,
+                sent_at: None
+            }))
+        );
+    }
+    // Near misses of the canonical form are refused, as JSON or as envelopes.
+    let refused: [&[u8]; 4] = [
+        br#"{"type":"taskwire.session.v1.Ping","stream":09,"body":{}}"#,
+        br#"{"type":"taskwire.session.v1.Ping","stream":4294967296,"body":{}}"#,
+        br#"{"type":"taskwire.session.v1.Ping","body":{}}}"#,
+        br#"{"type":"taskwire.session.v1.Ping","body":{},"body":{}}"#,
+    ];
+    for text in refused {
+        assert!(
+            codec.decode(&mut json_frame(text)).is_err(),
+            "{}",
+            String::from_utf8_lossy(text)
+        );
+    }
+}
+
+#[test]
+fn json_nesting_counts_the_envelope_and_stops_below_128_levels() {
+    // Envelope, body and `params` make three levels; each list one more.
+    let text = |lists: usize| {
+        format!(
+            r#"{{"type":"taskwire.runner.v1.ExecutionRequest","body":{{"params":{{"a":{}{}}}}}}}"#,
+            "[".repeat(lists),
+            "]".repeat(lists)
+        )
+    };
+    let mut codec = Builder::new().new_any_json_codec();
+    assert!(codec.decode(&mut json_frame(text(124).as_bytes())).is_ok());
+    match codec.decode(&mut json_frame(text(125).as_bytes())) {
+        Err(CodecError::Json(e)) => assert_eq!(e.kind(), &JsonErrorKind::Syntax, "{e}"),
+        other => panic!("128 levels were not refused: {other:?}"),
+    }
+}
+
 #[test]
 fn json_encoding_is_canonical() {
     let mut out = BytesMut::new();

@@ -18,7 +18,7 @@
 //! the point where it breaks (the decoder then reports the real error), so the budget
 //! still covers everything a decoder would have built before failing.
 
-use crate::generated::shapes::{REGISTERED, SHAPES};
+use crate::generated::shapes::{REGISTERED, SHAPES, UNBOUNDED_NESTING};
 
 /// Decoded size counted for each message, top level and embedded. Twice the largest
 /// struct of taskwire's types (`InstanceStatus`, 456 bytes), so that a `Vec` that doubles
@@ -111,6 +111,27 @@ pub fn needs_walk(body_len: usize, max: usize) -> bool {
         .saturating_mul(MAX_EXPANSION)
         .saturating_add(MESSAGE_COST)
         > max
+}
+
+/// Whether messages of the type `type_id` can nest without bound: they embed a cycle of
+/// messages (through `google.protobuf.Value`, say), so only the nesting limits of
+/// docs/protocol.md stop them. Every other registered type nests no deeper than its schema
+/// allows, far below those limits. An unregistered type id gives `true`.
+///
+/// ```
+/// use taskwire_proto::budget::nests_without_bound;
+/// use taskwire_proto::WireMessage;
+/// use taskwire_proto::instance::v1::CheckpointRequest;
+/// use taskwire_proto::runner::v1::ExecutionRequest;
+///
+/// assert!(!nests_without_bound(CheckpointRequest::TYPE_ID));
+/// assert!(nests_without_bound(ExecutionRequest::TYPE_ID), "its params are a Struct");
+/// ```
+pub fn nests_without_bound(type_id: u16) -> bool {
+    UNBOUNDED_NESTING.binary_search(&type_id).is_ok()
+        || REGISTERED
+            .binary_search_by_key(&type_id, |(id, _)| *id)
+            .is_err()
 }
 
 /// The decoded size of a JSON body under the same budget: [`MESSAGE_COST`] per object or
@@ -286,6 +307,42 @@ mod tests {
             Ok(10),
             "an extension type counts its length"
         );
+    }
+
+    /// The deepest chain of embedded messages from `shape`, or `None` on a cycle.
+    fn message_depth(shape: usize, path: &mut Vec<usize>) -> Option<usize> {
+        if path.contains(&shape) {
+            return None;
+        }
+        path.push(shape);
+        let mut deepest = 0;
+        for (_, field) in SHAPES[shape].fields {
+            if let FieldShape::Message(sub) = field {
+                deepest = deepest.max(message_depth(usize::from(*sub), path)?);
+            }
+        }
+        path.pop();
+        Some(deepest + 1)
+    }
+
+    #[test]
+    fn types_of_bounded_nesting_stay_far_below_the_nesting_limits() {
+        for &(type_id, shape) in REGISTERED {
+            let depth = message_depth(usize::from(shape), &mut Vec::new());
+            assert_eq!(
+                depth.is_none(),
+                nests_without_bound(type_id),
+                "{type_id:#06x}: the generated table disagrees with the shapes"
+            );
+            // In JSON each message level is an object and may add an array or a map:
+            // two levels at most, under the envelope.
+            if let Some(depth) = depth {
+                assert!(
+                    1 + 2 * depth < 100,
+                    "{type_id:#06x} nests {depth} messages deep"
+                );
+            }
+        }
     }
 
     #[test]

@@ -73,8 +73,10 @@ pub trait WireMessage:
 pub trait MessageSet: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     /// Whether `type_id` names a message of this set.
     fn contains(type_id: u16) -> bool;
-    /// The type id of the message of this set with the full protobuf name `name`.
-    fn type_id_of(name: &str) -> Option<u16>;
+    /// The type id of the message of this set with the full protobuf name `name`, given as
+    /// text or as bytes (a name read off the wire needs no UTF-8 check first: only ASCII
+    /// names match).
+    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16>;
     /// Decodes a protobuf body as the message `type_id` names; `None` if that message is
     /// not in this set.
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, prost::DecodeError>>;
@@ -101,8 +103,8 @@ impl<M: WireMessage> MessageSet for M {
         type_id == M::TYPE_ID
     }
 
-    fn type_id_of(name: &str) -> Option<u16> {
-        (name == M::NAME).then_some(M::TYPE_ID)
+    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16> {
+        (name.as_ref() == M::NAME.as_bytes()).then_some(M::TYPE_ID)
     }
 
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, prost::DecodeError>> {

@@ -452,12 +452,17 @@ fn message_set_enum(out: &mut String, spec: &ConversationSpec, entries: &[Entry]
         out,
         "    fn contains(type_id: u16) -> bool {{\n        matches!(type_id, {ids})\n    }}\n"
     );
-    out.push_str("    fn type_id_of(name: &str) -> Option<u16> {\n        match name {\n");
+    // The package once, then the short name: a shorter match than on the full names.
+    let _ = write!(
+        out,
+        "    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16> {{\n        match name.as_ref().strip_prefix(b\"{}.\")? {{\n",
+        spec.package
+    );
     for e in entries {
         let _ = writeln!(
             out,
-            "            \"{}\" => Some({:#06x}),",
-            e.name, e.type_id
+            "            b\"{}\" => Some({:#06x}),",
+            e.short, e.type_id
         );
     }
     out.push_str("            _ => None,\n        }\n    }\n\n");
@@ -564,11 +569,11 @@ fn any_message_enum(out: &mut String, all: &BTreeMap<usize, Vec<Entry>>) {
             v = s.variant
         );
     }
-    out.push_str("            _ => false,\n        }\n    }\n\n    fn type_id_of(name: &str) -> Option<u16> {\n        let package = name.rsplit_once('.').map_or(\"\", |(package, _)| package);\n        match package {\n");
+    out.push_str("            _ => false,\n        }\n    }\n\n    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16> {\n        let name = name.as_ref();\n        let package = &name[..name.iter().rposition(|&b| b == b'.').unwrap_or(0)];\n        match package {\n");
     for s in &specs {
         let _ = writeln!(
             out,
-            "            \"{}\" => {}Message::type_id_of(name),",
+            "            b\"{}\" => {}Message::type_id_of(name),",
             s.package, s.variant
         );
     }

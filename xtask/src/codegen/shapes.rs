@@ -84,6 +84,50 @@ pub(super) fn generate(pool: &DescriptorPool) -> Result<String, String> {
     for (type_id, message) in &registered {
         let _ = writeln!(out, "    ({type_id:#06x}, {}),", index[message.full_name()]);
     }
+    out.push_str("];\n\n");
+
+    // Which registered messages reach a cycle of embedded messages (google.protobuf.Value
+    // and Struct make one): only they can nest without bound, in protobuf or in JSON.
+    let edges: Vec<Vec<usize>> = order
+        .iter()
+        .map(|message| {
+            message
+                .fields()
+                .filter_map(|f| match f.kind() {
+                    Kind::Message(sub) => Some(index[sub.full_name()]),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    out.push_str(
+        "/// Type ids of the registered messages that can nest without bound (they contain a\n/// cycle of embedded messages), sorted.\n",
+    );
+    out.push_str("pub(crate) static UNBOUNDED_NESTING: &[u16] = &[\n");
+    for (type_id, message) in &registered {
+        if reaches_cycle(index[message.full_name()], &edges) {
+            let _ = writeln!(out, "    {type_id:#06x},");
+        }
+    }
     out.push_str("];\n");
     Ok(out)
+}
+
+/// Whether a walk from `start` along `edges` can reach a cycle.
+fn reaches_cycle(start: usize, edges: &[Vec<usize>]) -> bool {
+    // Depth-first with three states: 0 unseen, 1 on the current path, 2 finished.
+    fn visit(node: usize, edges: &[Vec<usize>], state: &mut [u8]) -> bool {
+        match state[node] {
+            1 => return true,
+            2 => return false,
+            _ => {}
+        }
+        state[node] = 1;
+        if edges[node].iter().any(|&next| visit(next, edges, state)) {
+            return true;
+        }
+        state[node] = 2;
+        false
+    }
+    visit(start, edges, &mut vec![0; edges.len()])
 }

@@ -645,17 +645,17 @@ impl MessageSet for SessionMessage {
         matches!(type_id, 0x0001 | 0x0002 | 0x0003 | 0x0004 | 0x0005 | 0x0006 | 0x0007 | 0x0008 | 0x0009)
     }
 
-    fn type_id_of(name: &str) -> Option<u16> {
-        match name {
-            "taskwire.session.v1.Hello" => Some(0x0001),
-            "taskwire.session.v1.Negotiated" => Some(0x0002),
-            "taskwire.session.v1.Refused" => Some(0x0003),
-            "taskwire.session.v1.Status" => Some(0x0004),
-            "taskwire.session.v1.CallHeader" => Some(0x0005),
-            "taskwire.session.v1.CancelCall" => Some(0x0006),
-            "taskwire.session.v1.Ping" => Some(0x0007),
-            "taskwire.session.v1.Pong" => Some(0x0008),
-            "taskwire.session.v1.GoAway" => Some(0x0009),
+    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16> {
+        match name.as_ref().strip_prefix(b"taskwire.session.v1.")? {
+            b"Hello" => Some(0x0001),
+            b"Negotiated" => Some(0x0002),
+            b"Refused" => Some(0x0003),
+            b"Status" => Some(0x0004),
+            b"CallHeader" => Some(0x0005),
+            b"CancelCall" => Some(0x0006),
+            b"Ping" => Some(0x0007),
+            b"Pong" => Some(0x0008),
+            b"GoAway" => Some(0x0009),
             _ => None,
         }
     }
@@ -1007,34 +1007,34 @@ impl MessageSet for InstanceMessage {
         matches!(type_id, 0x0100 | 0x0101 | 0x0102 | 0x0103 | 0x0104 | 0x0105 | 0x0106 | 0x0107 | 0x0108 | 0x0109 | 0x010a | 0x010b | 0x010c | 0x010d | 0x010e | 0x010f | 0x0110 | 0x0111 | 0x0112 | 0x0113 | 0x0114 | 0x0115 | 0x0116 | 0x0117 | 0x0118 | 0x0119)
     }
 
-    fn type_id_of(name: &str) -> Option<u16> {
-        match name {
-            "taskwire.instance.v1.InstanceError" => Some(0x0100),
-            "taskwire.instance.v1.CheckpointSummary" => Some(0x0101),
-            "taskwire.instance.v1.Checkpoint" => Some(0x0102),
-            "taskwire.instance.v1.Signal" => Some(0x0103),
-            "taskwire.instance.v1.InstanceStatus" => Some(0x0104),
-            "taskwire.instance.v1.RegisterInstanceRequest" => Some(0x0105),
-            "taskwire.instance.v1.RegisterInstanceResponse" => Some(0x0106),
-            "taskwire.instance.v1.CheckpointRequest" => Some(0x0107),
-            "taskwire.instance.v1.CheckpointResponse" => Some(0x0108),
-            "taskwire.instance.v1.GetCheckpointRequest" => Some(0x0109),
-            "taskwire.instance.v1.GetCheckpointResponse" => Some(0x010a),
-            "taskwire.instance.v1.PollSignalsRequest" => Some(0x010b),
-            "taskwire.instance.v1.PollSignalsResponse" => Some(0x010c),
-            "taskwire.instance.v1.SignalAckRequest" => Some(0x010d),
-            "taskwire.instance.v1.SignalAckResponse" => Some(0x010e),
-            "taskwire.instance.v1.SubscribeSignalsRequest" => Some(0x010f),
-            "taskwire.instance.v1.ListCheckpointsRequest" => Some(0x0110),
-            "taskwire.instance.v1.SleepRequest" => Some(0x0111),
-            "taskwire.instance.v1.SleepResponse" => Some(0x0112),
-            "taskwire.instance.v1.InstanceEvent" => Some(0x0113),
-            "taskwire.instance.v1.InstanceEventBatch" => Some(0x0114),
-            "taskwire.instance.v1.SendEventBatchResponse" => Some(0x0115),
-            "taskwire.instance.v1.GetInstanceStatusRequest" => Some(0x0116),
-            "taskwire.instance.v1.GetInstanceStatusResponse" => Some(0x0117),
-            "taskwire.instance.v1.RecordRetryAttemptRequest" => Some(0x0118),
-            "taskwire.instance.v1.RecordRetryAttemptResponse" => Some(0x0119),
+    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16> {
+        match name.as_ref().strip_prefix(b"taskwire.instance.v1.")? {
+            b"InstanceError" => Some(0x0100),
+            b"CheckpointSummary" => Some(0x0101),
+            b"Checkpoint" => Some(0x0102),
+            b"Signal" => Some(0x0103),
+            b"InstanceStatus" => Some(0x0104),
+            b"RegisterInstanceRequest" => Some(0x0105),
+            b"RegisterInstanceResponse" => Some(0x0106),
+            b"CheckpointRequest" => Some(0x0107),
+            b"CheckpointResponse" => Some(0x0108),
+            b"GetCheckpointRequest" => Some(0x0109),
+            b"GetCheckpointResponse" => Some(0x010a),
+            b"PollSignalsRequest" => Some(0x010b),
+            b"PollSignalsResponse" => Some(0x010c),
+            b"SignalAckRequest" => Some(0x010d),
+            b"SignalAckResponse" => Some(0x010e),
+            b"SubscribeSignalsRequest" => Some(0x010f),
+            b"ListCheckpointsRequest" => Some(0x0110),
+            b"SleepRequest" => Some(0x0111),
+            b"SleepResponse" => Some(0x0112),
+            b"InstanceEvent" => Some(0x0113),
+            b"InstanceEventBatch" => Some(0x0114),
+            b"SendEventBatchResponse" => Some(0x0115),
+            b"GetInstanceStatusRequest" => Some(0x0116),
+            b"GetInstanceStatusResponse" => Some(0x0117),
+            b"RecordRetryAttemptRequest" => Some(0x0118),
+            b"RecordRetryAttemptResponse" => Some(0x0119),
             _ => None,
         }
     }
@@ -1453,29 +1453,29 @@ impl MessageSet for EnvironmentMessage {
         matches!(type_id, 0x0200 | 0x0201 | 0x0202 | 0x0203 | 0x0204 | 0x0205 | 0x0206 | 0x0207 | 0x0208 | 0x0209 | 0x020a | 0x020b | 0x020c | 0x020d | 0x020e | 0x020f | 0x0210 | 0x0211 | 0x0212 | 0x0213 | 0x0214)
     }
 
-    fn type_id_of(name: &str) -> Option<u16> {
-        match name {
-            "taskwire.environment.v1.ImageInfo" => Some(0x0200),
-            "taskwire.environment.v1.ImageUpload" => Some(0x0201),
-            "taskwire.environment.v1.RegisterImageResponse" => Some(0x0202),
-            "taskwire.environment.v1.ListImagesRequest" => Some(0x0203),
-            "taskwire.environment.v1.ListImagesResponse" => Some(0x0204),
-            "taskwire.environment.v1.GetImageRequest" => Some(0x0205),
-            "taskwire.environment.v1.GetImageResponse" => Some(0x0206),
-            "taskwire.environment.v1.DeleteImageRequest" => Some(0x0207),
-            "taskwire.environment.v1.DeleteImageResponse" => Some(0x0208),
-            "taskwire.environment.v1.StartInstanceRequest" => Some(0x0209),
-            "taskwire.environment.v1.StartInstanceResponse" => Some(0x020a),
-            "taskwire.environment.v1.StopInstanceRequest" => Some(0x020b),
-            "taskwire.environment.v1.StopInstanceResponse" => Some(0x020c),
-            "taskwire.environment.v1.ResumeInstanceRequest" => Some(0x020d),
-            "taskwire.environment.v1.ResumeInstanceResponse" => Some(0x020e),
-            "taskwire.environment.v1.ListInstancesRequest" => Some(0x020f),
-            "taskwire.environment.v1.ListInstancesResponse" => Some(0x0210),
-            "taskwire.environment.v1.GetInstanceStatusRequest" => Some(0x0211),
-            "taskwire.environment.v1.GetInstanceStatusResponse" => Some(0x0212),
-            "taskwire.environment.v1.SendSignalRequest" => Some(0x0213),
-            "taskwire.environment.v1.SendSignalResponse" => Some(0x0214),
+    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16> {
+        match name.as_ref().strip_prefix(b"taskwire.environment.v1.")? {
+            b"ImageInfo" => Some(0x0200),
+            b"ImageUpload" => Some(0x0201),
+            b"RegisterImageResponse" => Some(0x0202),
+            b"ListImagesRequest" => Some(0x0203),
+            b"ListImagesResponse" => Some(0x0204),
+            b"GetImageRequest" => Some(0x0205),
+            b"GetImageResponse" => Some(0x0206),
+            b"DeleteImageRequest" => Some(0x0207),
+            b"DeleteImageResponse" => Some(0x0208),
+            b"StartInstanceRequest" => Some(0x0209),
+            b"StartInstanceResponse" => Some(0x020a),
+            b"StopInstanceRequest" => Some(0x020b),
+            b"StopInstanceResponse" => Some(0x020c),
+            b"ResumeInstanceRequest" => Some(0x020d),
+            b"ResumeInstanceResponse" => Some(0x020e),
+            b"ListInstancesRequest" => Some(0x020f),
+            b"ListInstancesResponse" => Some(0x0210),
+            b"GetInstanceStatusRequest" => Some(0x0211),
+            b"GetInstanceStatusResponse" => Some(0x0212),
+            b"SendSignalRequest" => Some(0x0213),
+            b"SendSignalResponse" => Some(0x0214),
             _ => None,
         }
     }
@@ -1803,22 +1803,22 @@ impl MessageSet for ManagementMessage {
         matches!(type_id, 0x0300 | 0x0301 | 0x0302 | 0x0303 | 0x0304 | 0x0305 | 0x0306 | 0x0307 | 0x0308 | 0x0309 | 0x030a | 0x030b | 0x030c | 0x030d)
     }
 
-    fn type_id_of(name: &str) -> Option<u16> {
-        match name {
-            "taskwire.management.v1.HealthRequest" => Some(0x0300),
-            "taskwire.management.v1.HealthResponse" => Some(0x0301),
-            "taskwire.management.v1.SendSignalRequest" => Some(0x0302),
-            "taskwire.management.v1.SendSignalResponse" => Some(0x0303),
-            "taskwire.management.v1.SendCustomSignalRequest" => Some(0x0304),
-            "taskwire.management.v1.SendCustomSignalResponse" => Some(0x0305),
-            "taskwire.management.v1.GetInstanceStatusRequest" => Some(0x0306),
-            "taskwire.management.v1.GetInstanceStatusResponse" => Some(0x0307),
-            "taskwire.management.v1.ListInstancesRequest" => Some(0x0308),
-            "taskwire.management.v1.ListInstancesResponse" => Some(0x0309),
-            "taskwire.management.v1.ListCheckpointsRequest" => Some(0x030a),
-            "taskwire.management.v1.ListCheckpointsResponse" => Some(0x030b),
-            "taskwire.management.v1.GetCheckpointRequest" => Some(0x030c),
-            "taskwire.management.v1.GetCheckpointResponse" => Some(0x030d),
+    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16> {
+        match name.as_ref().strip_prefix(b"taskwire.management.v1.")? {
+            b"HealthRequest" => Some(0x0300),
+            b"HealthResponse" => Some(0x0301),
+            b"SendSignalRequest" => Some(0x0302),
+            b"SendSignalResponse" => Some(0x0303),
+            b"SendCustomSignalRequest" => Some(0x0304),
+            b"SendCustomSignalResponse" => Some(0x0305),
+            b"GetInstanceStatusRequest" => Some(0x0306),
+            b"GetInstanceStatusResponse" => Some(0x0307),
+            b"ListInstancesRequest" => Some(0x0308),
+            b"ListInstancesResponse" => Some(0x0309),
+            b"ListCheckpointsRequest" => Some(0x030a),
+            b"ListCheckpointsResponse" => Some(0x030b),
+            b"GetCheckpointRequest" => Some(0x030c),
+            b"GetCheckpointResponse" => Some(0x030d),
             _ => None,
         }
     }
@@ -2011,12 +2011,12 @@ impl MessageSet for RunnerMessage {
         matches!(type_id, 0x0400 | 0x0401 | 0x0402 | 0x0403)
     }
 
-    fn type_id_of(name: &str) -> Option<u16> {
-        match name {
-            "taskwire.runner.v1.ExecutionRequest" => Some(0x0400),
-            "taskwire.runner.v1.ExecutionOutcome" => Some(0x0401),
-            "taskwire.runner.v1.CancelRequest" => Some(0x0402),
-            "taskwire.runner.v1.CancelResponse" => Some(0x0403),
+    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16> {
+        match name.as_ref().strip_prefix(b"taskwire.runner.v1.")? {
+            b"ExecutionRequest" => Some(0x0400),
+            b"ExecutionOutcome" => Some(0x0401),
+            b"CancelRequest" => Some(0x0402),
+            b"CancelResponse" => Some(0x0403),
             _ => None,
         }
     }
@@ -2299,32 +2299,32 @@ impl MessageSet for JournalMessage {
         matches!(type_id, 0x0500 | 0x0501 | 0x0502 | 0x0503 | 0x0504 | 0x0505 | 0x0506 | 0x0507 | 0x0508 | 0x0509 | 0x050a | 0x050b | 0x050c | 0x050d | 0x050e | 0x050f | 0x0510 | 0x0511 | 0x0512 | 0x0513 | 0x0514 | 0x0515 | 0x0516 | 0x0517)
     }
 
-    fn type_id_of(name: &str) -> Option<u16> {
-        match name {
-            "taskwire.journal.v1.Start" => Some(0x0500),
-            "taskwire.journal.v1.Completion" => Some(0x0501),
-            "taskwire.journal.v1.Suspension" => Some(0x0502),
-            "taskwire.journal.v1.Error" => Some(0x0503),
-            "taskwire.journal.v1.EntryAck" => Some(0x0504),
-            "taskwire.journal.v1.End" => Some(0x0505),
-            "taskwire.journal.v1.Failure" => Some(0x0506),
-            "taskwire.journal.v1.Header" => Some(0x0507),
-            "taskwire.journal.v1.InputEntry" => Some(0x0508),
-            "taskwire.journal.v1.OutputEntry" => Some(0x0509),
-            "taskwire.journal.v1.GetStateEntry" => Some(0x050a),
-            "taskwire.journal.v1.SetStateEntry" => Some(0x050b),
-            "taskwire.journal.v1.ClearStateEntry" => Some(0x050c),
-            "taskwire.journal.v1.ClearAllStateEntry" => Some(0x050d),
-            "taskwire.journal.v1.GetStateKeysEntry" => Some(0x050e),
-            "taskwire.journal.v1.GetPromiseEntry" => Some(0x050f),
-            "taskwire.journal.v1.PeekPromiseEntry" => Some(0x0510),
-            "taskwire.journal.v1.CompletePromiseEntry" => Some(0x0511),
-            "taskwire.journal.v1.SleepEntry" => Some(0x0512),
-            "taskwire.journal.v1.CallEntry" => Some(0x0513),
-            "taskwire.journal.v1.OneWayCallEntry" => Some(0x0514),
-            "taskwire.journal.v1.AwakeableEntry" => Some(0x0515),
-            "taskwire.journal.v1.CompleteAwakeableEntry" => Some(0x0516),
-            "taskwire.journal.v1.RunEntry" => Some(0x0517),
+    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16> {
+        match name.as_ref().strip_prefix(b"taskwire.journal.v1.")? {
+            b"Start" => Some(0x0500),
+            b"Completion" => Some(0x0501),
+            b"Suspension" => Some(0x0502),
+            b"Error" => Some(0x0503),
+            b"EntryAck" => Some(0x0504),
+            b"End" => Some(0x0505),
+            b"Failure" => Some(0x0506),
+            b"Header" => Some(0x0507),
+            b"InputEntry" => Some(0x0508),
+            b"OutputEntry" => Some(0x0509),
+            b"GetStateEntry" => Some(0x050a),
+            b"SetStateEntry" => Some(0x050b),
+            b"ClearStateEntry" => Some(0x050c),
+            b"ClearAllStateEntry" => Some(0x050d),
+            b"GetStateKeysEntry" => Some(0x050e),
+            b"GetPromiseEntry" => Some(0x050f),
+            b"PeekPromiseEntry" => Some(0x0510),
+            b"CompletePromiseEntry" => Some(0x0511),
+            b"SleepEntry" => Some(0x0512),
+            b"CallEntry" => Some(0x0513),
+            b"OneWayCallEntry" => Some(0x0514),
+            b"AwakeableEntry" => Some(0x0515),
+            b"CompleteAwakeableEntry" => Some(0x0516),
+            b"RunEntry" => Some(0x0517),
             _ => None,
         }
     }
@@ -2609,15 +2609,16 @@ impl MessageSet for AnyMessage {
         }
     }
 
-    fn type_id_of(name: &str) -> Option<u16> {
-        let package = name.rsplit_once('.').map_or("", |(package, _)| package);
+    fn type_id_of(name: impl AsRef<[u8]>) -> Option<u16> {
+        let name = name.as_ref();
+        let package = &name[..name.iter().rposition(|&b| b == b'.').unwrap_or(0)];
         match package {
-            "taskwire.session.v1" => SessionMessage::type_id_of(name),
-            "taskwire.instance.v1" => InstanceMessage::type_id_of(name),
-            "taskwire.environment.v1" => EnvironmentMessage::type_id_of(name),
-            "taskwire.management.v1" => ManagementMessage::type_id_of(name),
-            "taskwire.runner.v1" => RunnerMessage::type_id_of(name),
-            "taskwire.journal.v1" => JournalMessage::type_id_of(name),
+            b"taskwire.session.v1" => SessionMessage::type_id_of(name),
+            b"taskwire.instance.v1" => InstanceMessage::type_id_of(name),
+            b"taskwire.environment.v1" => EnvironmentMessage::type_id_of(name),
+            b"taskwire.management.v1" => ManagementMessage::type_id_of(name),
+            b"taskwire.runner.v1" => RunnerMessage::type_id_of(name),
+            b"taskwire.journal.v1" => JournalMessage::type_id_of(name),
             _ => None,
         }
     }

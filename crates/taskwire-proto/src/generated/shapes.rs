@@ -232,3 +232,21 @@ pub(crate) static REGISTERED: &[(u16, u16)] = &[
     (0x0516, 122),
     (0x0517, 123),
 ];
+
+/// Type ids of the registered messages that can nest without bound (they contain a
+/// cycle of embedded messages), sorted.
+pub(crate) static UNBOUNDED_NESTING: &[u16] = &[
+    0x0004,
+    0x0100,
+    0x0104,
+    0x0113,
+    0x0114,
+    0x0117,
+    0x0118,
+    0x0210,
+    0x0212,
+    0x0307,
+    0x0309,
+    0x0400,
+    0x0401,
+];
