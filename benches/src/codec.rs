@@ -132,6 +132,28 @@ fn steady_state_buffer(frames: &[u8]) -> BytesMut {
     buffer
 }
 
+/// Decodes the whole batch `frames` with `codec` per iteration, from a fresh copy.
+fn decode_batches<D>(frames: Bytes, mut codec: D) -> Run
+where
+    D: Decoder + 'static,
+    D::Error: std::fmt::Debug,
+{
+    Box::new(move |iters| {
+        timed_inputs(
+            iters,
+            || steady_state_buffer(&frames),
+            |src| {
+                let mut decoded = 0;
+                while let Some(frame) = codec.decode(src).expect("decodes") {
+                    black_box(frame);
+                    decoded += 1;
+                }
+                check_batch(decoded);
+            },
+        )
+    })
+}
+
 /// Asserts a decode iteration saw the whole batch: a benchmark that silently decodes less
 /// would report a false speed.
 fn check_batch(decoded: usize) {
@@ -164,39 +186,14 @@ fn decode(size: &'static str, bytes: usize) -> Vec<Workload> {
     let contiguous = body.repeat(BATCH);
     let body_len = body.len();
 
-    let frames = framed.clone();
-    let mut codec = codecs().new_binary_message_codec::<InstanceMessage>();
-    let framed_binary: Run = Box::new(move |iters| {
-        timed_inputs(
-            iters,
-            || steady_state_buffer(&frames),
-            |src| {
-                let mut decoded = 0;
-                while let Some(frame) = codec.decode(src).expect("decodes") {
-                    black_box(frame);
-                    decoded += 1;
-                }
-                check_batch(decoded);
-            },
-        )
-    });
-
-    let frames = framed;
-    let mut single = codecs().new_binary_message_codec::<CheckpointRequest>();
-    let one_type: Run = Box::new(move |iters| {
-        timed_inputs(
-            iters,
-            || steady_state_buffer(&frames),
-            |src| {
-                let mut decoded = 0;
-                while let Some(frame) = single.decode(src).expect("decodes") {
-                    black_box(frame);
-                    decoded += 1;
-                }
-                check_batch(decoded);
-            },
-        )
-    });
+    let framed_binary = decode_batches(
+        framed.clone(),
+        codecs().new_binary_message_codec::<InstanceMessage>(),
+    );
+    let one_type = decode_batches(
+        framed,
+        codecs().new_binary_message_codec::<CheckpointRequest>(),
+    );
 
     let bare_prost: Run = Box::new(move |iters| {
         timed_inputs(
@@ -320,21 +317,10 @@ fn json_decode(size: &'static str, bytes: usize) -> Vec<Workload> {
             .encode(Frame::new(InstanceMessage::from(msg.clone())), &mut framed)
             .expect("encodes");
     }
-    let mut codec = codecs().new_json_codec::<InstanceMessage>();
-    let framed_json: Run = Box::new(move |iters| {
-        timed_inputs(
-            iters,
-            || steady_state_buffer(&framed),
-            |src| {
-                let mut decoded = 0;
-                while let Some(frame) = codec.decode(src).expect("decodes") {
-                    black_box(frame);
-                    decoded += 1;
-                }
-                check_batch(decoded);
-            },
-        )
-    });
+    let framed_json = decode_batches(
+        framed.freeze(),
+        codecs().new_json_codec::<InstanceMessage>(),
+    );
 
     let contiguous = body.repeat(BATCH);
     let body_len = body.len();
