@@ -328,16 +328,22 @@ mod quinn_peer {
         Running { runtime, endpoint }
     }
 
-    pub(crate) async fn connect(
-        certs: &Certs,
-        addr: std::net::SocketAddr,
-    ) -> (quinn::Endpoint, quinn::Connection) {
+    /// A client endpoint with the benchmark's TLS and transport settings.
+    fn client_endpoint(certs: &Certs) -> quinn::Endpoint {
         let crypto = QuicClientConfig::try_from(Arc::clone(&certs.client)).expect("QUIC TLS");
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(transport());
         let mut endpoint =
             quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
         endpoint.set_default_client_config(config);
+        endpoint
+    }
+
+    pub(crate) async fn connect(
+        certs: &Certs,
+        addr: std::net::SocketAddr,
+    ) -> (quinn::Endpoint, quinn::Connection) {
+        let endpoint = client_endpoint(certs);
         let connection = endpoint
             .connect(addr, "localhost")
             .expect("connect")
@@ -407,12 +413,7 @@ mod quinn_peer {
         let addr = server.endpoint.local_addr().expect("addr");
         let times = runtime("client", 1).block_on(async move {
             // One client endpoint, as for taskwire: a fresh connection, not a fresh socket.
-            let crypto = QuicClientConfig::try_from(Arc::clone(&certs.client)).expect("QUIC TLS");
-            let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-            config.transport_config(transport());
-            let mut endpoint =
-                quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
-            endpoint.set_default_client_config(config);
+            let endpoint = client_endpoint(&certs);
             let mut times = Vec::new();
             for _ in 0..n {
                 let started = Instant::now();

@@ -85,6 +85,24 @@ pub fn workload(group: &str, id: &str, size: &str) -> Option<Workload> {
         .find(|w| w.group == group && w.id == id && w.size == size)
 }
 
+/// The workloads of one group at one size.
+fn group(
+    name: &'static str,
+    size: &'static str,
+    bytes: u64,
+    runs: Vec<(&'static str, Run)>,
+) -> Vec<Workload> {
+    runs.into_iter()
+        .map(|(id, run)| Workload {
+            group: name,
+            id,
+            size,
+            bytes,
+            run,
+        })
+        .collect()
+}
+
 /// Runs `routine` on `iters` inputs from `setup`, timing only `routine`; each input is
 /// dropped after its clock stops, as a connection's buffer outlives any one batch.
 fn timed_inputs<S>(
@@ -234,21 +252,17 @@ fn decode(size: &'static str, bytes: usize) -> Vec<Workload> {
         )
     });
 
-    [
-        ("framed-binary", framed_binary),
-        ("framed-binary-one-type", one_type),
-        ("bare-prost", bare_prost),
-        ("length-delimited+prost", length_delimited),
-    ]
-    .into_iter()
-    .map(|(id, run)| Workload {
-        group: "decode",
-        id,
+    group(
+        "decode",
         size,
-        bytes: throughput,
-        run,
-    })
-    .collect()
+        throughput,
+        vec![
+            ("framed-binary", framed_binary),
+            ("framed-binary-one-type", one_type),
+            ("bare-prost", bare_prost),
+            ("length-delimited+prost", length_delimited),
+        ],
+    )
 }
 
 fn encode(size: &'static str, bytes: usize) -> Vec<Workload> {
@@ -290,20 +304,16 @@ fn encode(size: &'static str, bytes: usize) -> Vec<Workload> {
         })
     });
 
-    [
-        ("framed-binary", framed_binary),
-        ("bare-prost", bare_prost),
-        ("length-delimited+prost", length_delimited),
-    ]
-    .into_iter()
-    .map(|(id, run)| Workload {
-        group: "encode",
-        id,
+    group(
+        "encode",
         size,
-        bytes: throughput,
-        run,
-    })
-    .collect()
+        throughput,
+        vec![
+            ("framed-binary", framed_binary),
+            ("bare-prost", bare_prost),
+            ("length-delimited+prost", length_delimited),
+        ],
+    )
 }
 
 fn json_decode(size: &'static str, bytes: usize) -> Vec<Workload> {
@@ -341,19 +351,15 @@ fn json_decode(size: &'static str, bytes: usize) -> Vec<Workload> {
         )
     });
 
-    [
-        ("framed-json", framed_json),
-        ("bare-serde-json", bare_serde_json),
-    ]
-    .into_iter()
-    .map(|(id, run)| Workload {
-        group: "json-decode",
-        id,
+    group(
+        "json-decode",
         size,
-        bytes: throughput,
-        run,
-    })
-    .collect()
+        throughput,
+        vec![
+            ("framed-json", framed_json),
+            ("bare-serde-json", bare_serde_json),
+        ],
+    )
 }
 
 fn json_encode(size: &'static str, bytes: usize) -> Vec<Workload> {
@@ -380,17 +386,13 @@ fn json_encode(size: &'static str, bytes: usize) -> Vec<Workload> {
         })
     });
 
-    [
-        ("framed-json", framed_json),
-        ("bare-serde-json", bare_serde_json),
-    ]
-    .into_iter()
-    .map(|(id, run)| Workload {
-        group: "json-encode",
-        id,
+    group(
+        "json-encode",
         size,
-        bytes: throughput,
-        run,
-    })
-    .collect()
+        throughput,
+        vec![
+            ("framed-json", framed_json),
+            ("bare-serde-json", bare_serde_json),
+        ],
+    )
 }
