@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -270,7 +270,7 @@ impl QuicClient {
             control: tokio::sync::Mutex::new(control_send),
             pongs: Mutex::new(Vec::new()),
         });
-        tokio::spawn(control_loop(Arc::clone(&inner), control_reader));
+        tokio::spawn(control_loop(Arc::downgrade(&inner), control_reader));
         Ok(Connection { inner })
     }
 
@@ -409,9 +409,24 @@ struct Inner {
     pongs: Mutex<Vec<(u64, oneshot::Sender<()>)>>,
 }
 
-/// Reads GoAway and Pong frames from the server.
-async fn control_loop(inner: Arc<Inner>, mut reader: FrameReader) {
+/// The last [`Connection`] handle and the last call stream are gone: the connection
+/// closes, as a quinn connection does when its last handle drops. Without this the
+/// control stream, which the control loop holds open, would keep it alive until the
+/// server's idle timeout, or forever with keep-alives.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.connection
+            .close(codes::CLOSE_NO_ERROR, b"dropped by the client");
+    }
+}
+
+/// Reads GoAway and Pong frames from the server. It holds the connection weakly, so it
+/// does not keep it open; it ends when the connection closes.
+async fn control_loop(inner: Weak<Inner>, mut reader: FrameReader) {
     while let Ok(Some(frame)) = reader.next().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
         if frame.type_id == GoAway::TYPE_ID {
             inner.going_away.store(true, Ordering::Release);
             if let Ok(go_away) = GoAway::decode(frame.body) {
@@ -432,7 +447,8 @@ async fn control_loop(inner: Arc<Inner>, mut reader: FrameReader) {
     }
 }
 
-/// A negotiated connection. Cheap to clone; calls on clones share it.
+/// A negotiated connection. Cheap to clone; calls on clones share it. It closes when the
+/// last handle and the last call stream are dropped, or at [`Connection::close`].
 #[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
@@ -453,6 +469,9 @@ struct CallStream {
     send: SendStream,
     reader: FrameReader,
     done: bool,
+    /// Keeps the connection open while the call is in use, even after every
+    /// [`Connection`] handle is dropped.
+    _connection: Arc<Inner>,
 }
 
 impl CallStream {
@@ -590,6 +609,7 @@ impl Connection {
             send,
             reader: FrameReader::new(recv, self.inner.response_limit, false),
             done: false,
+            _connection: Arc::clone(&self.inner),
         })
     }
 

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{client, client_with, pki, start, within};
+use taskwire_proto::instance::v1::{CheckpointSummary, ListCheckpointsRequest};
 use taskwire_proto::session::v1::{Ping, Pong};
 use taskwire_quic::relay::{Relay, RelayConfig};
 use taskwire_quic::{Limits, QuicServer, ServerConfig};
-use taskwire_rpc::{CallError, Router};
+use taskwire_rpc::{CallError, CallOptions, Router};
 
 fn slow_echo(delay: Duration) -> Router {
     let mut router = Router::new();
@@ -356,4 +357,65 @@ async fn a_killed_server_fails_calls_in_flight_within_the_idle_timeout_and_the_c
     .expect("the client reconnected by itself");
     assert_eq!(pong.nonce, 99);
     drop(restarted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_closes_the_connection_and_frees_its_slot() {
+    let pki = pki();
+    let mut limits = Limits::default();
+    limits.max_connections_per_ip(1);
+    let server = start(&pki, limits, slow_echo(Duration::ZERO));
+    // One client endpoint throughout, so that only the dropped handles can close it.
+    let client = client(&pki, server.local_addr());
+    let connection = within(10, client.connect()).await.unwrap();
+    within(10, connection.call(Ping::default())).await.unwrap();
+    drop(connection);
+    // The server frees the only slot once the connection closes; until then it refuses.
+    let started = Instant::now();
+    let second = loop {
+        match within(10, client.connect()).await {
+            Ok(connection) => break connection,
+            Err(error) if started.elapsed() < Duration::from_secs(5) => {
+                assert!(error.is_retryable(), "{error:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the dropped connection still holds the slot: {error:?}"),
+        }
+    };
+    within(10, second.call(Ping::default())).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_stream_outlives_its_dropped_connection_handle() {
+    let pki = pki();
+    let mut router = Router::new();
+    router.server_streaming(|_ctx, request: ListCheckpointsRequest, sink| async move {
+        for sequence in 0..u64::from(request.page_size) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            sink.send(CheckpointSummary {
+                sequence,
+                ..Default::default()
+            })
+            .await?;
+        }
+        Ok(())
+    });
+    let server = start(&pki, Limits::default(), router);
+    let connection = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    let request = ListCheckpointsRequest {
+        page_size: 4,
+        ..Default::default()
+    };
+    let mut stream = within(10, connection.server_stream(request, CallOptions::new()))
+        .await
+        .unwrap();
+    // The stream alone keeps the connection open: no handle is left.
+    drop(connection);
+    let mut sequences = Vec::new();
+    while let Some(item) = within(10, stream.message()).await.unwrap() {
+        sequences.push(item.sequence);
+    }
+    assert_eq!(sequences, [0, 1, 2, 3]);
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -96,7 +96,8 @@ struct Inner {
     going_away: AtomicBool,
 }
 
-/// A negotiated TCP connection. Cheap to clone.
+/// A negotiated TCP connection. Cheap to clone. It closes when the last handle and the
+/// last call are dropped.
 #[derive(Clone)]
 pub struct TcpConnection {
     inner: Arc<Inner>,
@@ -250,7 +251,12 @@ impl TcpClient {
             going_away: AtomicBool::new(false),
         });
         tokio::spawn(write_loop(writer, writer_codec, rx));
-        tokio::spawn(read_loop(reader, reader_codec, buffer, Arc::clone(&inner)));
+        tokio::spawn(read_loop(
+            reader,
+            reader_codec,
+            buffer,
+            Arc::downgrade(&inner),
+        ));
         Ok(TcpConnection { inner })
     }
 }
@@ -283,11 +289,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: R,
     mut codec: WireCodec,
     mut buffer: BytesMut,
-    inner: Arc<Inner>,
+    inner: Weak<Inner>,
 ) {
     while let Ok(Some(frame)) =
         taskwire_codec::io::read_frame(&mut reader, &mut codec, &mut buffer).await
     {
+        // The reader holds the connection weakly: when the last handle and the last call
+        // are gone, the writer's channel closes, the writer shuts the stream down and
+        // the server closes its side, which ends this loop.
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
         if frame.stream_id == 0 {
             if frame.type_id == GoAway::TYPE_ID {
                 inner.going_away.store(true, Ordering::Release);
@@ -307,9 +319,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let _ = sender.send(frame).await;
         }
     }
-    inner.closed.store(true, Ordering::Release);
-    // Waking every waiting call: their channels close, and they fail with UNAVAILABLE.
-    inner.pending.lock().expect("pending lock").clear();
+    if let Some(inner) = inner.upgrade() {
+        inner.closed.store(true, Ordering::Release);
+        // Waking every waiting call: their channels close, and they fail with UNAVAILABLE.
+        inner.pending.lock().expect("pending lock").clear();
+    }
 }
 
 /// Queues one message on `stream_id` for the writer, refusing it first if it is over the

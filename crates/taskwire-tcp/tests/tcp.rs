@@ -547,3 +547,48 @@ async fn a_bidirectional_stream_echoes_until_both_sides_end() {
     assert_eq!(received.len(), 4, "three echoes and End: {received:?}");
     assert!(matches!(received[3], JournalMessage::End(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_closes_the_connection_and_frees_its_slot() {
+    let mut limits = TcpLimits::default();
+    limits.max_connections_per_ip(1);
+    let server = plaintext_server(limits, router()).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    within(10, connection.call(Ping::default())).await.unwrap();
+    drop(connection);
+    // The server frees the only slot once the connection closes; until then it refuses.
+    let client = TcpClient::new(TcpClientConfig::plaintext_loopback(server.local_addr()));
+    let started = std::time::Instant::now();
+    let second = loop {
+        match within(10, client.connect()).await {
+            Ok(connection) => break connection,
+            Err(error) if started.elapsed() < Duration::from_secs(5) => {
+                assert!(error.is_retryable(), "{error:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the dropped connection still holds the slot: {error:?}"),
+        }
+    };
+    within(10, second.call(Ping::default())).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_stream_outlives_its_dropped_connection_handle() {
+    let server = plaintext_server(TcpLimits::default(), router()).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    let request = ListCheckpointsRequest {
+        page_size: 2_000,
+        ..Default::default()
+    };
+    let mut stream = within(10, connection.server_stream(request, CallOptions::new()))
+        .await
+        .unwrap();
+    // The stream alone keeps the connection open: no handle is left.
+    drop(connection);
+    let mut count = 0u64;
+    while let Some(item) = within(10, stream.message()).await.unwrap() {
+        assert_eq!(item.sequence, count);
+        count += 1;
+    }
+    assert_eq!(count, 2_000);
+}
