@@ -3,12 +3,14 @@
 //! machine, with the same certificate, crypto provider, payloads and runtime shape.
 //!
 //! ```text
-//! cargo bench -p taskwire-benches --bench rpc -- [--duration SECONDS] [--runs N] [--json]
+//! cargo bench -p taskwire-benches --bench rpc -- [--duration SECONDS] [--runs N] [--only unary|bulk|fresh|idle] [--json]
 //! ```
 //!
 //! Each peer's server and client run in this process on separate single-threaded tokio
 //! runtimes (threads named `server` and `client`), so they compete for the two cores as
-//! two processes would, and CPU per call is read per side from `/proc`. Run by
+//! two processes would, and CPU per call is read per side from `/proc`. The idle
+//! connections scenario is the exception: there each server runs alone in a child
+//! process, so that its resident memory can be read. Run by
 //! `cargo test --benches`, it does a short smoke pass instead and asserts no timing.
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -21,6 +23,8 @@ use taskwire_benches::{Summary, load_table, summarize};
 use taskwire_proto::environment::v1::image_upload::Part;
 use taskwire_proto::environment::v1::{ImageInfo, ImageUpload, RegisterImageResponse};
 use taskwire_proto::instance::v1::{CheckpointRequest, CheckpointResponse, CheckpointSummary};
+use taskwire_quic::Limits;
+use taskwire_tcp::TcpLimits;
 
 /// A unary echo of the load request, and a client-streaming upload, as a gRPC service
 /// written the way tonic's code generator writes one.
@@ -279,23 +283,19 @@ mod quinn_peer {
 
     use super::*;
 
-    fn transport() -> Arc<quinn::TransportConfig> {
-        let mut limits = taskwire_quic::Limits::default();
-        limits.max_concurrent_calls(1024);
-        limits.transport_config()
-    }
-
     pub(crate) struct Running {
         pub(crate) runtime: tokio::runtime::Runtime,
         pub(crate) endpoint: quinn::Endpoint,
     }
 
-    pub(crate) fn serve(certs: &Certs, response_bytes: usize) -> Running {
+    /// A raw quinn server with taskwire's QUIC transport parameters for `limits`, so that
+    /// the two differ only in what taskwire adds.
+    pub(crate) fn serve(certs: &Certs, response_bytes: usize, limits: &Limits) -> Running {
         let runtime = runtime("server", 1);
         let endpoint = runtime.block_on(async {
             let crypto = QuicServerConfig::try_from(Arc::clone(&certs.server)).expect("QUIC TLS");
             let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-            config.transport_config(transport());
+            config.transport_config(limits.transport_config());
             let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("addr"))
                 .expect("bind");
             let accepting = endpoint.clone();
@@ -329,10 +329,10 @@ mod quinn_peer {
     }
 
     /// A client endpoint with the benchmark's TLS and transport settings.
-    fn client_endpoint(certs: &Certs) -> quinn::Endpoint {
+    pub(crate) fn client_endpoint(certs: &Certs) -> quinn::Endpoint {
         let crypto = QuicClientConfig::try_from(Arc::clone(&certs.client)).expect("QUIC TLS");
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(transport());
+        config.transport_config(load::quic_load_limits().transport_config());
         let mut endpoint =
             quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
         endpoint.set_default_client_config(config);
@@ -364,7 +364,7 @@ mod quinn_peer {
 
     pub(crate) fn load(scenario: Scenario) -> Report {
         let certs = load::certs();
-        let server = serve(&certs, scenario.response_bytes);
+        let server = serve(&certs, scenario.response_bytes, &load::quic_load_limits());
         let addr = server.endpoint.local_addr().expect("addr");
         let report = runtime("client", 1).block_on(async move {
             let mut connections = Vec::new();
@@ -387,7 +387,7 @@ mod quinn_peer {
 
     pub(crate) fn bulk(bytes: usize) -> f64 {
         let certs = load::certs();
-        let server = serve(&certs, 0);
+        let server = serve(&certs, 0, &load::quic_load_limits());
         let addr = server.endpoint.local_addr().expect("addr");
         let rate = runtime("client", 1).block_on(async move {
             let (_endpoint, connection) = connect(&certs, addr).await;
@@ -409,7 +409,7 @@ mod quinn_peer {
 
     pub(crate) fn fresh(n: usize) -> Vec<Duration> {
         let certs = load::certs();
-        let server = serve(&certs, 1024);
+        let server = serve(&certs, 1024, &load::quic_load_limits());
         let addr = server.endpoint.local_addr().expect("addr");
         let times = runtime("client", 1).block_on(async move {
             // One client endpoint, as for taskwire: a fresh connection, not a fresh socket.
@@ -434,6 +434,170 @@ mod quinn_peer {
         server.endpoint.close(0u32.into(), b"done");
         drop(server.runtime);
         times
+    }
+}
+
+/// 1,000 idle connections: each peer's server runs alone in a child process (this bench
+/// binary with `--idle-server PEER`), so its resident memory is its own. Every connection
+/// makes one unary call, then stays open and idle.
+mod idle {
+    use std::any::Any;
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::net::SocketAddr;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// Resident memory of a process, in bytes, from `/proc` (0 where it is not available).
+    fn rss(pid: u32) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
+    /// The child's side: reads the certificates as one JSON line `[ca, cert, key]` of PEM
+    /// on stdin, serves `peer`'s unary echo, prints `LISTENING ADDR`, and serves until
+    /// stdin closes. Every server keeps its defaults, as a server holding many idle
+    /// connections would; raw quinn gets taskwire's default transport parameters.
+    pub(crate) fn serve(peer: &str) {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).expect("certificates");
+        let [ca, cert, key]: [String; 3] =
+            serde_json::from_str(&line).expect("certificates as [ca, cert, key]");
+        let certs = Certs::from_pem(ca, cert, key);
+        // Each arm keeps its server (and the runtime it runs on) alive until stdin closes.
+        let (addr, _server): (SocketAddr, Box<dyn Any>) = match peer {
+            "taskwire-quic" => {
+                let runtime = runtime("server", 1);
+                let server = runtime.block_on(async {
+                    load::quic_server(
+                        Arc::clone(&certs.server),
+                        load::unary_router(1024),
+                        Limits::default(),
+                    )
+                });
+                (server.local_addr(), Box::new((server, runtime)))
+            }
+            "taskwire-tcp" => {
+                let runtime = runtime("server", 1);
+                let server = runtime.block_on(load::tcp_server(
+                    Arc::clone(&certs.server),
+                    load::unary_router(1024),
+                    TcpLimits::default(),
+                ));
+                (server.local_addr(), Box::new((server, runtime)))
+            }
+            "tonic" => {
+                let server = tonic_peer::serve(&certs, 1024);
+                (server.addr, Box::new(server))
+            }
+            _ => {
+                let server = quinn_peer::serve(&certs, 1024, &Limits::default());
+                (
+                    server.endpoint.local_addr().expect("addr"),
+                    Box::new(server),
+                )
+            }
+        };
+        println!("LISTENING {addr}");
+        // Serves until the parent closes stdin.
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    }
+
+    /// `n` connections to `peer`'s server at `addr`, each after one unary call, kept open
+    /// until the value is dropped.
+    async fn open(peer: &str, certs: &Certs, addr: SocketAddr, n: usize) -> Box<dyn Any + Send> {
+        match peer {
+            "taskwire-quic" => {
+                let client = load::quic_client(addr, Arc::clone(&certs.client));
+                let mut connections = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let connection = client.connect().await.expect("connect");
+                    connection.call(load::request(256)).await.expect("call");
+                    connections.push(connection);
+                }
+                Box::new((connections, client))
+            }
+            "taskwire-tcp" => {
+                let mut connections = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let connection = load::tcp_connect(addr, Arc::clone(&certs.client)).await;
+                    connection.call(load::request(256)).await.expect("call");
+                    connections.push(connection);
+                }
+                Box::new(connections)
+            }
+            "tonic" => {
+                let mut channels = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let channel = tonic_peer::channel(certs, addr).await;
+                    tonic_peer::unary(channel.clone(), load::request(256))
+                        .await
+                        .expect("call");
+                    channels.push(channel);
+                }
+                Box::new(channels)
+            }
+            _ => {
+                let endpoint = quinn_peer::client_endpoint(certs);
+                let mut connections = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let connection = endpoint
+                        .connect(addr, "localhost")
+                        .expect("connect")
+                        .await
+                        .expect("handshake");
+                    quinn_peer::unary(connection.clone(), Bytes::from(vec![0x5a; 256]))
+                        .await
+                        .expect("call");
+                    connections.push(connection);
+                }
+                Box::new((connections, endpoint))
+            }
+        }
+    }
+
+    /// The growth of `peer`'s server's resident memory per idle connection, in KiB, over
+    /// `n` connections. One connection comes and goes first, so that what a server sets
+    /// up once, on its first connection, is not counted per connection.
+    pub(crate) fn kib_per_connection(peer: &str, n: usize) -> f64 {
+        let certs = load::certs();
+        let mut child = Command::new(std::env::current_exe().expect("the bench binary"))
+            .args(["--idle-server", peer])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the server process starts");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let pems = [&certs.ca_pem, &certs.server_cert_pem, &certs.server_key_pem];
+        writeln!(stdin, "{}", serde_json::to_string(&pems).expect("JSON")).expect("certificates");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("LISTENING ADDR");
+        let addr: SocketAddr = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("expected LISTENING ADDR, got {line:?}"));
+        let pid = child.id();
+        let peer = peer.to_owned();
+        let kib = runtime("client", 1).block_on(async move {
+            drop(open(&peer, &certs, addr, 1).await);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = rss(pid);
+            let connections = open(&peer, &certs, addr, n).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let after = rss(pid);
+            drop(connections);
+            after.saturating_sub(before) as f64 / 1024.0 / n as f64
+        });
+        drop(stdin);
+        let _ = child.wait();
+        kib
     }
 }
 
@@ -480,11 +644,18 @@ struct Output {
     unary: Vec<Summary>,
     bulk_mb_per_s: Vec<(String, [f64; 3])>,
     fresh_connection_ms: Vec<(String, [f64; 3])>,
+    idle_kib_per_connection: Vec<(String, [f64; 3])>,
     ratios: Vec<(String, f64, String)>,
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, peer] = args.as_slice()
+        && flag == "--idle-server"
+    {
+        idle::serve(peer);
+        return;
+    }
     let value = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -501,8 +672,9 @@ fn main() {
         .unwrap_or(if smoke { 1 } else { 3 });
     let bulk_bytes: usize = if smoke { 4 << 20 } else { 64 << 20 };
     let fresh_count = if smoke { 3 } else { 30 };
+    let idle_count = if smoke { 20 } else { 1_000 };
     let json = args.iter().any(|a| a == "--json");
-    // `--only unary|bulk|fresh` runs one family of scenarios.
+    // `--only unary|bulk|fresh|idle` runs one family of scenarios.
     let only = value("--only");
     let family = |name: &str| only.as_deref().is_none_or(|o| o == name);
 
@@ -535,6 +707,7 @@ fn main() {
     }
     let mut bulk_rows = Vec::new();
     let mut fresh_rows = Vec::new();
+    let mut idle_rows = Vec::new();
     for peer in PEERS {
         if family("bulk") {
             let rates = (0..runs).map(|_| bulk(peer, bulk_bytes)).collect();
@@ -546,6 +719,12 @@ fn main() {
                 .map(|t| t.as_secs_f64() * 1e3)
                 .collect();
             fresh_rows.push((peer.to_owned(), median(times)));
+        }
+        if family("idle") {
+            let kib = (0..runs)
+                .map(|_| idle::kib_per_connection(peer, idle_count))
+                .collect();
+            idle_rows.push((peer.to_owned(), median(kib)));
         }
     }
 
@@ -560,8 +739,12 @@ fn main() {
             .map_or(f64::NAN, |(_, v)| v[0])
     };
     let mut ratios = Vec::new();
-    let mut ratio =
-        |name: &str, value: f64, goal: &str| ratios.push((name.to_owned(), value, goal.to_owned()));
+    // A ratio of a family that did not run (`--only`) is NaN and left out.
+    let mut ratio = |name: &str, value: f64, goal: &str| {
+        if value.is_finite() {
+            ratios.push((name.to_owned(), value, goal.to_owned()));
+        }
+    };
     if let (Some(ours), Some(tonic), Some(raw)) = (
         row("taskwire-quic", 64, 1),
         row("tonic", 64, 1),
@@ -595,12 +778,28 @@ fn main() {
         of(&fresh_rows, "taskwire-quic") / of(&fresh_rows, "tonic"),
         "≤ 1.0",
     );
+    ratio(
+        "idle connection, server KiB: taskwire-quic (absolute)",
+        of(&idle_rows, "taskwire-quic"),
+        "≤ 64",
+    );
+    ratio(
+        "idle connection, server memory: taskwire-quic ÷ tonic",
+        of(&idle_rows, "taskwire-quic") / of(&idle_rows, "tonic"),
+        "—",
+    );
+    ratio(
+        "idle connection, server memory: taskwire-quic ÷ quinn-raw",
+        of(&idle_rows, "taskwire-quic") / of(&idle_rows, "quinn-raw"),
+        "—",
+    );
 
     if json {
         let output = Output {
             unary: unary_rows,
             bulk_mb_per_s: bulk_rows,
             fresh_connection_ms: fresh_rows,
+            idle_kib_per_connection: idle_rows,
             ratios,
         };
         println!(
@@ -628,6 +827,13 @@ fn main() {
     println!("| peer | ms |\n|---|---|");
     for (peer, v) in &fresh_rows {
         println!("| {peer} | {:.2} ({:.2}–{:.2}) |", v[0], v[1], v[2]);
+    }
+    println!(
+        "\nserver memory per idle connection, {idle_count} connections after one call each (KiB, median and min–max of {runs}):\n"
+    );
+    println!("| peer | KiB |\n|---|---|");
+    for (peer, v) in &idle_rows {
+        println!("| {peer} | {:.1} ({:.1}–{:.1}) |", v[0], v[1], v[2]);
     }
     println!("\nratios (same run):\n\n| ratio | measured | goal |\n|---|---|---|");
     for (name, value, goal) in &ratios {

@@ -5,6 +5,7 @@
 //! client on another, so they compete for the machine's cores as two processes would;
 //! every transport measured is set up the same way.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,11 +15,15 @@ use hdrhistogram::Histogram;
 use taskwire_proto::environment::v1::image_upload::{ImageManifest, Part};
 use taskwire_proto::environment::v1::{ImageInfo, ImageUpload, RegisterImageResponse};
 use taskwire_proto::instance::v1::{CheckpointRequest, CheckpointResponse, CheckpointSummary};
-use taskwire_quic::{ClientConfig, Limits, QuicClient, QuicServer, ServerConfig};
+use taskwire_quic::{ClientConfig, Limits, QuicClient, QuicServer, ServerConfig, ServerHandle};
 use taskwire_rpc::Router;
-use taskwire_tcp::{TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
+use taskwire_tcp::{
+    TcpClient, TcpClientConfig, TcpConnection, TcpLimits, TcpServer, TcpServerConfig,
+    TcpServerHandle,
+};
 use taskwire_tls::{
-    CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder,
+    CaBundle, CaParams, CertificateAuthority, ClientConfigBuilder, Credentials, ServerCertParams,
+    ServerConfigBuilder,
 };
 
 /// One load scenario.
@@ -133,22 +138,34 @@ pub fn certs() -> Certs {
             &ServerCertParams::new(["localhost"]).ip_addresses(["127.0.0.1".parse().expect("ip")]),
         )
         .expect("server certificate");
-    let server = ServerConfigBuilder::new(leaf.credentials().expect("credentials"))
-        .alpn_protocols([taskwire_quic::ALPN])
-        .tls13_only(true)
-        .build()
-        .expect("server TLS");
-    let client = ClientConfigBuilder::new(ca.ca_bundle().expect("bundle"))
-        .alpn_protocols([taskwire_quic::ALPN])
-        .tls13_only(true)
-        .build()
-        .expect("client TLS");
-    Certs {
-        ca_pem: ca.cert_pem(),
-        server_cert_pem: leaf.cert_pem(),
-        server_key_pem: leaf.key_pem(),
-        server: Arc::new(server),
-        client: Arc::new(client),
+    Certs::from_pem(ca.cert_pem(), leaf.cert_pem(), leaf.key_pem())
+}
+
+impl Certs {
+    /// The [`Certs`] of a CA certificate and a server certificate and key it issued, as
+    /// PEM: how a server in another process gets the same certificate as its client.
+    pub fn from_pem(ca_pem: String, server_cert_pem: String, server_key_pem: String) -> Certs {
+        let credentials =
+            Credentials::from_pem(server_cert_pem.as_bytes(), server_key_pem.as_bytes())
+                .expect("server credentials");
+        let server = ServerConfigBuilder::new(credentials)
+            .alpn_protocols([taskwire_quic::ALPN])
+            .tls13_only(true)
+            .build()
+            .expect("server TLS");
+        let client =
+            ClientConfigBuilder::new(CaBundle::from_pem(ca_pem.as_bytes()).expect("CA bundle"))
+                .alpn_protocols([taskwire_quic::ALPN])
+                .tls13_only(true)
+                .build()
+                .expect("client TLS");
+        Certs {
+            ca_pem,
+            server_cert_pem,
+            server_key_pem,
+            server: Arc::new(server),
+            client: Arc::new(client),
+        }
     }
 }
 
@@ -169,39 +186,96 @@ pub fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// The unary handler every scenario calls: a `CheckpointResponse` carrying the request's
+/// sequence, padded to about `response_bytes`, as every peer answers.
+pub fn unary_router(response_bytes: usize) -> Router {
+    let mut router = Router::new();
+    router.unary(move |_ctx, request: CheckpointRequest| async move {
+        let padding = "x".repeat(response_bytes.saturating_sub(16));
+        Ok(CheckpointResponse {
+            duplicate: false,
+            checkpoint: Some(CheckpointSummary {
+                instance_id: padding,
+                sequence: request.sequence,
+                ..Default::default()
+            }),
+            pending_signals: 0,
+        })
+    });
+    router
+}
+
+/// Calls one connection may run at once in the busy scenarios, above their highest
+/// concurrency (256). Every peer that has such a limit gets this one; the idle scenario
+/// keeps the defaults, because quinn's memory per connection grows with it.
+pub const LOAD_MAX_CONCURRENT_CALLS: u32 = 1024;
+
+/// taskwire's QUIC limits in the busy scenarios: the defaults, but
+/// [`LOAD_MAX_CONCURRENT_CALLS`].
+pub fn quic_load_limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_concurrent_calls(LOAD_MAX_CONCURRENT_CALLS);
+    limits
+}
+
+/// taskwire's QUIC server on 127.0.0.1 with `limits`. Call it inside the server's runtime.
+pub fn quic_server(tls: Arc<rustls::ServerConfig>, router: Router, limits: Limits) -> ServerHandle {
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), tls);
+    config.limits = limits;
+    QuicServer::new(config).expect("server").serve(router)
+}
+
+/// A taskwire QUIC client of the server at `addr`, with the busy scenarios' limits.
+pub fn quic_client(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> QuicClient {
+    let mut config = ClientConfig::new(addr, "localhost", tls);
+    config.limits = quic_load_limits();
+    QuicClient::new(config).expect("client")
+}
+
+/// taskwire's TCP+TLS server on 127.0.0.1 with `limits`.
+pub async fn tcp_server(
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    limits: TcpLimits,
+) -> TcpServerHandle {
+    let mut config = TcpServerConfig::new("127.0.0.1:0".parse().expect("addr"), tls);
+    config.limits = limits;
+    TcpServer::bind(config).await.expect("server").serve(router)
+}
+
+/// taskwire's TCP limits in the busy scenarios: the defaults, but
+/// [`LOAD_MAX_CONCURRENT_CALLS`].
+pub fn tcp_load_limits() -> TcpLimits {
+    let mut limits = TcpLimits::default();
+    limits.max_concurrent_calls(LOAD_MAX_CONCURRENT_CALLS);
+    limits
+}
+
+/// A fresh taskwire TCP+TLS connection to the server at `addr`.
+pub async fn tcp_connect(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> TcpConnection {
+    TcpClient::new(TcpClientConfig::new(addr, "localhost", tls))
+        .connect()
+        .await
+        .expect("connect")
+}
+
 /// Runs `scenario` against taskwire over QUIC.
 pub fn quic(scenario: Scenario) -> Report {
     let (server_tls, client_tls) = tls();
     let server_runtime = runtime("server", 1);
-    let response_bytes = scenario.response_bytes;
     let server = server_runtime.block_on(async {
-        let mut router = Router::new();
-        router.unary(move |_ctx, request: CheckpointRequest| async move {
-            let padding = "x".repeat(response_bytes.saturating_sub(16));
-            Ok(CheckpointResponse {
-                duplicate: false,
-                checkpoint: Some(CheckpointSummary {
-                    instance_id: padding,
-                    sequence: request.sequence,
-                    ..Default::default()
-                }),
-                pending_signals: 0,
-            })
-        });
-        let mut limits = Limits::default();
-        limits.max_concurrent_calls(1024);
-        let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
-        config.limits = limits;
-        QuicServer::new(config).expect("server").serve(router)
+        quic_server(
+            server_tls,
+            unary_router(scenario.response_bytes),
+            quic_load_limits(),
+        )
     });
     let addr = server.local_addr();
     let client_runtime = runtime("client", 1);
     let report = client_runtime.block_on(async move {
         let mut connections = Vec::new();
         for _ in 0..scenario.connections.max(1) {
-            let mut config = ClientConfig::new(addr, "localhost", Arc::clone(&client_tls));
-            config.limits.max_concurrent_calls(1024);
-            let client = QuicClient::new(config).expect("client");
+            let client = quic_client(addr, Arc::clone(&client_tls));
             connections.push((client.connect().await.expect("connect"), client));
         }
         let request = request(scenario.request_bytes);
@@ -226,32 +300,17 @@ pub fn quic(scenario: Scenario) -> Report {
 pub fn tcp(scenario: Scenario) -> Report {
     let (server_tls, client_tls) = tls();
     let server_runtime = runtime("server", 1);
-    let response_bytes = scenario.response_bytes;
-    let server = server_runtime.block_on(async {
-        let mut router = Router::new();
-        router.unary(move |_ctx, request: CheckpointRequest| async move {
-            let padding = "x".repeat(response_bytes.saturating_sub(16));
-            Ok(CheckpointResponse {
-                duplicate: false,
-                checkpoint: Some(CheckpointSummary {
-                    instance_id: padding,
-                    sequence: request.sequence,
-                    ..Default::default()
-                }),
-                pending_signals: 0,
-            })
-        });
-        let mut config = TcpServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
-        config.limits.max_concurrent_calls(1024);
-        TcpServer::bind(config).await.expect("server").serve(router)
-    });
+    let server = server_runtime.block_on(tcp_server(
+        server_tls,
+        unary_router(scenario.response_bytes),
+        tcp_load_limits(),
+    ));
     let addr = server.local_addr();
     let client_runtime = runtime("client", 1);
     let report = client_runtime.block_on(async move {
         let mut connections = Vec::new();
         for _ in 0..scenario.connections.max(1) {
-            let config = TcpClientConfig::new(addr, "localhost", Arc::clone(&client_tls));
-            connections.push(TcpClient::new(config).connect().await.expect("connect"));
+            connections.push(tcp_connect(addr, Arc::clone(&client_tls)).await);
         }
         let request = request(scenario.request_bytes);
         drive(scenario, "taskwire-tcp", move |i| {
@@ -386,16 +445,11 @@ fn bulk_manifest(bytes: usize) -> ImageUpload {
 pub fn quic_bulk(bytes: usize) -> f64 {
     let (server_tls, client_tls) = tls();
     let server_runtime = runtime("server", 1);
-    let server = server_runtime.block_on(async {
-        let config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
-        QuicServer::new(config)
-            .expect("server")
-            .serve(bulk_router())
-    });
+    let server = server_runtime
+        .block_on(async { quic_server(server_tls, bulk_router(), quic_load_limits()) });
     let addr = server.local_addr();
     let rate = runtime("client", 1).block_on(async move {
-        let client =
-            QuicClient::new(ClientConfig::new(addr, "localhost", client_tls)).expect("client");
+        let client = quic_client(addr, client_tls);
         let connection = client.connect().await.expect("connect");
         let chunk = Bytes::from(vec![0x5a; BULK_CHUNK]);
         let started = Instant::now();
@@ -423,19 +477,10 @@ pub fn quic_bulk(bytes: usize) -> f64 {
 pub fn tcp_bulk(bytes: usize) -> f64 {
     let (server_tls, client_tls) = tls();
     let server_runtime = runtime("server", 1);
-    let server = server_runtime.block_on(async {
-        let config = TcpServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
-        TcpServer::bind(config)
-            .await
-            .expect("server")
-            .serve(bulk_router())
-    });
+    let server = server_runtime.block_on(tcp_server(server_tls, bulk_router(), tcp_load_limits()));
     let addr = server.local_addr();
     let rate = runtime("client", 1).block_on(async move {
-        let connection = TcpClient::new(TcpClientConfig::new(addr, "localhost", client_tls))
-            .connect()
-            .await
-            .expect("connect");
+        let connection = tcp_connect(addr, client_tls).await;
         let chunk = Bytes::from(vec![0x5a; BULK_CHUNK]);
         let started = Instant::now();
         let mut upload = connection
@@ -458,21 +503,6 @@ pub fn tcp_bulk(bytes: usize) -> f64 {
     rate
 }
 
-fn echo_router() -> Router {
-    let mut router = Router::new();
-    router.unary(|_ctx, request: CheckpointRequest| async move {
-        Ok(CheckpointResponse {
-            duplicate: false,
-            checkpoint: Some(CheckpointSummary {
-                sequence: request.sequence,
-                ..Default::default()
-            }),
-            pending_signals: 0,
-        })
-    });
-    router
-}
-
 /// Times of `n` fresh connections, each with its handshake and first call: taskwire over
 /// QUIC (a new connection from the client's endpoint, its TLS 1.3 handshake, the Hello and
 /// one unary call). The client's UDP endpoint is made once, as an application makes it
@@ -480,16 +510,11 @@ fn echo_router() -> Router {
 pub fn quic_fresh(n: usize) -> Vec<Duration> {
     let (server_tls, client_tls) = tls();
     let server_runtime = runtime("server", 1);
-    let server = server_runtime.block_on(async {
-        let config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
-        QuicServer::new(config)
-            .expect("server")
-            .serve(echo_router())
-    });
+    let server = server_runtime
+        .block_on(async { quic_server(server_tls, unary_router(1024), quic_load_limits()) });
     let addr = server.local_addr();
     let times = runtime("client", 1).block_on(async move {
-        let client =
-            QuicClient::new(ClientConfig::new(addr, "localhost", client_tls)).expect("client");
+        let client = quic_client(addr, client_tls);
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
             let started = Instant::now();
@@ -509,26 +534,17 @@ pub fn quic_fresh(n: usize) -> Vec<Duration> {
 pub fn tcp_fresh(n: usize) -> Vec<Duration> {
     let (server_tls, client_tls) = tls();
     let server_runtime = runtime("server", 1);
-    let server = server_runtime.block_on(async {
-        let config = TcpServerConfig::new("127.0.0.1:0".parse().expect("addr"), server_tls);
-        TcpServer::bind(config)
-            .await
-            .expect("server")
-            .serve(echo_router())
-    });
+    let server = server_runtime.block_on(tcp_server(
+        server_tls,
+        unary_router(1024),
+        tcp_load_limits(),
+    ));
     let addr = server.local_addr();
     let times = runtime("client", 1).block_on(async move {
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
             let started = Instant::now();
-            let connection = TcpClient::new(TcpClientConfig::new(
-                addr,
-                "localhost",
-                Arc::clone(&client_tls),
-            ))
-            .connect()
-            .await
-            .expect("connect");
+            let connection = tcp_connect(addr, Arc::clone(&client_tls)).await;
             connection.call(request(256)).await.expect("first call");
             times.push(started.elapsed());
         }
