@@ -280,6 +280,18 @@ fn encode(size: &'static str, bytes: usize) -> Vec<Workload> {
         })
     });
 
+    // One message type, as the RPC layer encodes each request and response.
+    let single = Frame::new(msg.clone());
+    let mut codec = codecs().new_binary_message_codec::<CheckpointRequest>();
+    let mut out = BytesMut::with_capacity(bytes * 2);
+    let one_type: Run = Box::new(move |iters| {
+        timed(iters, || {
+            out.clear();
+            codec.encode(&single, &mut out).expect("encodes");
+            black_box(&out);
+        })
+    });
+
     let bare = msg.clone();
     let mut out = BytesMut::with_capacity(bytes * 2);
     let bare_prost: Run = Box::new(move |iters| {
@@ -310,6 +322,7 @@ fn encode(size: &'static str, bytes: usize) -> Vec<Workload> {
         throughput,
         vec![
             ("framed-binary", framed_binary),
+            ("framed-binary-one-type", one_type),
             ("bare-prost", bare_prost),
             ("length-delimited+prost", length_delimited),
         ],

@@ -148,6 +148,9 @@ impl BinaryCodec {
         self.limits.max_frame_length = max;
     }
 
+    // Always inlined: out of line, its call, saved registers and returned `Result` cost
+    // about as much as writing the header itself.
+    #[inline(always)]
     fn encode_header(
         &mut self,
         header: FrameHeader,
@@ -157,7 +160,9 @@ impl BinaryCodec {
         header.check()?;
         let body_len = Limits::check(body_len as u64, self.limits.encode_limit())?;
         dst.reserve(HEADER_LEN + body_len as usize);
-        dst.put_slice(&FrameHeader { body_len, ..header }.to_bytes());
+        // `extend_from_slice` is `#[inline]`, unlike `BufMut::put_slice`: the 12-byte copy
+        // then compiles to two stores instead of a call to `memcpy`.
+        dst.extend_from_slice(&FrameHeader { body_len, ..header }.to_bytes());
         self.limits.first_encoded = true;
         Ok(())
     }
