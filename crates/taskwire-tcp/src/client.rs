@@ -219,7 +219,14 @@ impl TcpClient {
         )
         .await
         .map_err(|_| CallError::Unavailable("the server did not answer the Hello in time".into()))?
-        .map_err(CallError::Codec)?
+        .map_err(|error| match error {
+            // A server past its connection limit closes unread, and the client's Hello in
+            // its receive buffer turns the close into a reset: unavailable, as a close is.
+            taskwire_codec::CodecError::Io(e) => {
+                CallError::Unavailable(format!("the connection failed during the handshake: {e}"))
+            }
+            other => CallError::Codec(other),
+        })?
         .ok_or_else(|| {
             CallError::Unavailable("the server closed the connection during the handshake".into())
         })?;
