@@ -3,7 +3,8 @@
 //! machine, with the same certificate, crypto provider, payloads and runtime shape.
 //!
 //! ```text
-//! cargo bench -p taskwire-benches --bench rpc -- [--duration SECONDS] [--runs N] [--only unary|bulk|fresh|idle] [--json]
+//! cargo bench -p taskwire-benches --bench rpc -- [--duration SECONDS] [--runs N] [--json]
+//!     [--only unary|bulk|fresh|idle] [--peers PEER,...] [--shapes CxN,...]
 //! ```
 //!
 //! Each peer's server and client run in this process on separate single-threaded tokio
@@ -678,8 +679,27 @@ fn main() {
     let only = value("--only");
     let family = |name: &str| only.as_deref().is_none_or(|o| o == name);
 
+    // `--peers a,b` measures only those peers, and `--shapes CxN,...` only those unary
+    // shapes (C calls in flight over N connections): for profiling one of them.
+    let peers: Vec<&str> = match value("--peers") {
+        Some(list) => PEERS
+            .into_iter()
+            .filter(|peer| list.split(',').any(|p| p == *peer))
+            .collect(),
+        None => PEERS.to_vec(),
+    };
+    let chosen_shapes: Option<Vec<(usize, usize)>> = value("--shapes").map(|list| {
+        list.split(',')
+            .filter_map(|shape| {
+                let (c, n) = shape.split_once('x')?;
+                Some((c.parse().ok()?, n.parse().ok()?))
+            })
+            .collect()
+    });
     let shapes: &[(usize, usize)] = if !family("unary") {
         &[]
+    } else if let Some(chosen) = &chosen_shapes {
+        chosen
     } else if smoke {
         &[(64, 1)]
     } else {
@@ -694,10 +714,10 @@ fn main() {
             response_bytes: 1024,
             duration: Duration::from_secs_f64(seconds),
         };
-        let mut reports: Vec<Vec<Report>> = vec![Vec::new(); PEERS.len()];
+        let mut reports: Vec<Vec<Report>> = vec![Vec::new(); peers.len()];
         // Peers alternate run by run, so drift on a shared machine hits all alike.
         for _ in 0..runs {
-            for (i, peer) in PEERS.iter().enumerate() {
+            for (i, peer) in peers.iter().enumerate() {
                 reports[i].push(unary(peer, scenario));
             }
         }
@@ -708,7 +728,7 @@ fn main() {
     let mut bulk_rows = Vec::new();
     let mut fresh_rows = Vec::new();
     let mut idle_rows = Vec::new();
-    for peer in PEERS {
+    for &peer in &peers {
         if family("bulk") {
             let rates = (0..runs).map(|_| bulk(peer, bulk_bytes)).collect();
             bulk_rows.push((peer.to_owned(), median(rates)));
