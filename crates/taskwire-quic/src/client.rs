@@ -234,7 +234,7 @@ impl QuicClient {
                 limits.max_hello_length,
                 &mut bytes,
             )?;
-            write(&mut send, &bytes, false).await?;
+            write(&mut send, bytes.freeze(), false).await?;
             let mut reader = FrameReader::new(recv, limits.max_frame_length, false);
             let frame = reader.next().await.map_err(read_error)?.ok_or_else(|| {
                 CallError::Unavailable(
@@ -604,7 +604,7 @@ impl Connection {
         };
         encode(&frame, max, &mut bytes)?;
         let (mut send, recv) = self.inner.connection.open_bi().await.map_err(unavailable)?;
-        write(&mut send, &bytes, end).await?;
+        write(&mut send, bytes.freeze(), end).await?;
         Ok(CallStream {
             send,
             reader: FrameReader::new(recv, self.inner.response_limit, false),
@@ -875,7 +875,7 @@ where
         let written = until(self.deadline, async {
             self.stream
                 .send
-                .write_all(&bytes)
+                .write_chunk(bytes.freeze())
                 .await
                 .map_err(unavailable)
         })
@@ -934,7 +934,7 @@ impl<M: MessageSet> BidiStream<M> {
         let mut bytes = BytesMut::new();
         encode(&frame, self.max, &mut bytes)?;
         until(self.deadline, async {
-            write(&mut self.stream.send, &bytes, end).await
+            write(&mut self.stream.send, bytes.freeze(), end).await
         })
         .await
     }

@@ -665,7 +665,7 @@ async fn handshake(
                 u32::MAX,
                 &mut bytes,
             ) {
-                Ok(()) => write(&mut control, &bytes, false)
+                Ok(()) => write(&mut control, bytes.freeze(), false)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -683,7 +683,7 @@ async fn handshake(
                 &mut bytes,
             )
             .map_err(|e| e.to_string())?;
-            let _ = write(&mut control, &bytes, true).await;
+            let _ = write(&mut control, bytes.freeze(), true).await;
             // Let the Refused frame reach the client before the close overtakes it.
             let _ = tokio::time::timeout(Duration::from_secs(1), control.stopped()).await;
             return Err(close(codes::CLOSE_REFUSED, &reason));
@@ -933,7 +933,7 @@ enum Outcome {
 async fn fail_stream(send: &mut SendStream, mut reader: FrameReader, status: &Status) {
     let mut bytes = BytesMut::new();
     if encode_raw(&status_frame(status), u32::MAX, &mut bytes).is_ok() {
-        let _ = write(send, &bytes, true).await;
+        let _ = write(send, bytes.freeze(), true).await;
     }
     let _ = reader.stream_mut().stop(codes::RESET_FRAME_ERROR);
 }
@@ -960,7 +960,7 @@ async fn send_frames(
         .with_retry(taskwire_proto::session::v1::RetryHint::DoNotRetry),
         other => Status::internal(format!("encoding the response: {other}")),
     })?;
-    write(send, &bytes, finish)
+    write(send, bytes.freeze(), finish)
         .await
         .map_err(|e| Status::unavailable(e.to_string()))
 }

@@ -1,7 +1,7 @@
 //! Frames on QUIC streams: every call is one bidirectional stream of binary frames with
 //! stream id 0.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use quinn::{RecvStream, SendStream};
 use taskwire_codec::tokio_util::codec::Encoder;
 use taskwire_codec::{BinaryCodec, Builder, CodecError, Flags, Frame, RawFrame};
@@ -72,14 +72,15 @@ pub(crate) fn status_frame(status: &Status) -> RawFrame {
     frame
 }
 
-/// Writes `bytes` and, if `finish`, ends the stream.
+/// Writes `bytes` and, if `finish`, ends the stream. quinn keeps the buffer itself
+/// (`write_chunk`) instead of copying it into one of its own, as `write_all` would.
 pub(crate) async fn write(
     stream: &mut SendStream,
-    bytes: &[u8],
+    bytes: Bytes,
     finish: bool,
 ) -> Result<(), CallError> {
     stream
-        .write_all(bytes)
+        .write_chunk(bytes)
         .await
         .map_err(|e| CallError::Unavailable(format!("writing to the stream: {e}")))?;
     if finish {
