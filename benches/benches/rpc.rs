@@ -308,15 +308,24 @@ mod quinn_peer {
                         };
                         while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                             tokio::spawn(async move {
-                                let Ok(request) = recv.read_to_end(usize::MAX).await else {
-                                    return;
-                                };
+                                // Counted as it arrives, not buffered: the answer
+                                // needs only the length.
+                                let mut received = 0u64;
+                                loop {
+                                    match recv.read_chunk(usize::MAX, true).await {
+                                        Ok(Some(chunk)) => received += chunk.bytes.len() as u64,
+                                        Ok(None) => break,
+                                        Err(_) => return,
+                                    }
+                                }
                                 let answer = if response_bytes == 0 {
-                                    (request.len() as u64).to_be_bytes().to_vec()
+                                    received.to_be_bytes().to_vec()
                                 } else {
                                     vec![0x78; response_bytes]
                                 };
-                                let _ = send.write_all(&answer).await;
+                                // quinn keeps the buffer instead of copying it, as
+                                // taskwire's writes do.
+                                let _ = send.write_chunk(Bytes::from(answer)).await;
                                 let _ = send.finish();
                                 let _ = send.stopped().await;
                             });
@@ -355,7 +364,7 @@ mod quinn_peer {
 
     pub(crate) async fn unary(connection: quinn::Connection, request: Bytes) -> Result<(), String> {
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(&request).await.map_err(|e| e.to_string())?;
+        send.write_chunk(request).await.map_err(|e| e.to_string())?;
         send.finish().map_err(|e| e.to_string())?;
         recv.read_to_end(1 << 20)
             .await
@@ -392,11 +401,11 @@ mod quinn_peer {
         let addr = server.endpoint.local_addr().expect("addr");
         let rate = runtime("client", 1).block_on(async move {
             let (_endpoint, connection) = connect(&certs, addr).await;
-            let chunk = vec![0x5a; BULK_CHUNK];
+            let chunk = Bytes::from(vec![0x5a; BULK_CHUNK]);
             let started = Instant::now();
             let (mut send, mut recv) = connection.open_bi().await.expect("stream");
             for _ in 0..bytes / BULK_CHUNK {
-                send.write_all(&chunk).await.expect("write");
+                send.write_chunk(chunk.clone()).await.expect("write");
             }
             send.finish().expect("finish");
             let answer = recv.read_to_end(64).await.expect("answer");
@@ -725,28 +734,40 @@ fn main() {
             unary_rows.push(summarize(peer_reports));
         }
     }
-    let mut bulk_rows = Vec::new();
-    let mut fresh_rows = Vec::new();
-    let mut idle_rows = Vec::new();
-    for &peer in &peers {
-        if family("bulk") {
-            let rates = (0..runs).map(|_| bulk(peer, bulk_bytes)).collect();
-            bulk_rows.push((peer.to_owned(), median(rates)));
-        }
-        if family("fresh") {
-            let times: Vec<f64> = (0..runs)
-                .flat_map(|_| fresh(peer, fresh_count))
-                .map(|t| t.as_secs_f64() * 1e3)
-                .collect();
-            fresh_rows.push((peer.to_owned(), median(times)));
-        }
-        if family("idle") {
-            let kib = (0..runs)
-                .map(|_| idle::kib_per_connection(peer, idle_count))
-                .collect();
-            idle_rows.push((peer.to_owned(), median(kib)));
+    // Like the unary scenarios, peers alternate run by run, so that drift on a shared
+    // machine hits all alike; each figure is then the median of its peer's runs.
+    let mut bulk_rates: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    let mut fresh_times: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    let mut idle_kib: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    for run in 1..=runs {
+        for (i, &peer) in peers.iter().enumerate() {
+            eprintln!("measuring {peer}, run {run} of {runs}");
+            if family("bulk") {
+                bulk_rates[i].push(bulk(peer, bulk_bytes));
+            }
+            if family("fresh") {
+                fresh_times[i].extend(
+                    fresh(peer, fresh_count)
+                        .into_iter()
+                        .map(|t| t.as_secs_f64() * 1e3),
+                );
+            }
+            if family("idle") {
+                idle_kib[i].push(idle::kib_per_connection(peer, idle_count));
+            }
         }
     }
+    let medians = |values: Vec<Vec<f64>>| -> Vec<(String, [f64; 3])> {
+        peers
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(peer, v)| ((*peer).to_owned(), median(v)))
+            .collect()
+    };
+    let bulk_rows = medians(bulk_rates);
+    let fresh_rows = medians(fresh_times);
+    let idle_rows = medians(idle_kib);
 
     let row = |peer: &str, c: usize, n: usize| {
         unary_rows
