@@ -265,55 +265,47 @@ fn decode(size: &'static str, bytes: usize) -> Vec<Workload> {
     )
 }
 
+/// A run that encodes into one reused output buffer, cleared before each iteration.
+fn into_reused_buffer(capacity: usize, mut encode: impl FnMut(&mut BytesMut) + 'static) -> Run {
+    let mut out = BytesMut::with_capacity(capacity);
+    Box::new(move |iters| {
+        timed(iters, || {
+            out.clear();
+            encode(&mut out);
+            black_box(&out);
+        })
+    })
+}
+
 fn encode(size: &'static str, bytes: usize) -> Vec<Workload> {
     let msg = message(bytes);
     let throughput = msg.encoded_len() as u64;
 
     let frame = Frame::new(InstanceMessage::from(msg.clone()));
     let mut codec = codecs().new_binary_message_codec::<InstanceMessage>();
-    let mut out = BytesMut::with_capacity(bytes * 2);
-    let framed_binary: Run = Box::new(move |iters| {
-        timed(iters, || {
-            out.clear();
-            codec.encode(&frame, &mut out).expect("encodes");
-            black_box(&out);
-        })
+    let framed_binary = into_reused_buffer(bytes * 2, move |out| {
+        codec.encode(&frame, out).expect("encodes");
     });
 
     // One message type, as the RPC layer encodes each request and response.
     let single = Frame::new(msg.clone());
     let mut codec = codecs().new_binary_message_codec::<CheckpointRequest>();
-    let mut out = BytesMut::with_capacity(bytes * 2);
-    let one_type: Run = Box::new(move |iters| {
-        timed(iters, || {
-            out.clear();
-            codec.encode(&single, &mut out).expect("encodes");
-            black_box(&out);
-        })
+    let one_type = into_reused_buffer(bytes * 2, move |out| {
+        codec.encode(&single, out).expect("encodes");
     });
 
     let bare = msg.clone();
-    let mut out = BytesMut::with_capacity(bytes * 2);
-    let bare_prost: Run = Box::new(move |iters| {
-        timed(iters, || {
-            out.clear();
-            bare.encode(&mut out).expect("encodes");
-            black_box(&out);
-        })
+    let bare_prost = into_reused_buffer(bytes * 2, move |out| {
+        bare.encode(out).expect("encodes");
     });
 
     // The usual hand-rolled stack: encode the body, then frame it with a length.
     let mut ldc = LengthDelimitedCodec::builder()
         .max_frame_length(16 << 20)
         .new_codec();
-    let mut out = BytesMut::with_capacity(bytes * 2);
-    let length_delimited: Run = Box::new(move |iters| {
-        timed(iters, || {
-            out.clear();
-            ldc.encode(Bytes::from(msg.encode_to_vec()), &mut out)
-                .expect("encodes");
-            black_box(&out);
-        })
+    let length_delimited = into_reused_buffer(bytes * 2, move |out| {
+        ldc.encode(Bytes::from(msg.encode_to_vec()), out)
+            .expect("encodes");
     });
 
     group(
@@ -381,13 +373,8 @@ fn json_encode(size: &'static str, bytes: usize) -> Vec<Workload> {
 
     let frame = Frame::new(InstanceMessage::from(msg.clone()));
     let mut codec = codecs().new_json_codec::<InstanceMessage>();
-    let mut out = BytesMut::with_capacity(bytes * 2);
-    let framed_json: Run = Box::new(move |iters| {
-        timed(iters, || {
-            out.clear();
-            codec.encode(&frame, &mut out).expect("encodes");
-            black_box(&out);
-        })
+    let framed_json = into_reused_buffer(bytes * 2, move |out| {
+        codec.encode(&frame, out).expect("encodes");
     });
 
     let mut out = Vec::with_capacity(bytes * 2);
