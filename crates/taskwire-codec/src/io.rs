@@ -157,7 +157,11 @@ where
     }
 }
 
-/// Encodes `item` into `scratch` (cleared first, reused across calls) and writes it.
+/// Encodes `item` into `scratch` (cleared first, reused across calls), writes it and
+/// flushes the writer.
+///
+/// The flush makes the frame reach the peer through writers that buffer: a
+/// `tokio::io::BufWriter`, or a TLS stream whose socket was full.
 pub async fn write_frame<W, C, I>(
     writer: &mut W,
     codec: &mut C,
@@ -171,5 +175,6 @@ where
     scratch.clear();
     codec.encode(item, scratch)?;
     writer.write_all(scratch).await?;
+    writer.flush().await?;
     Ok(())
 }

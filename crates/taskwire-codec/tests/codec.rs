@@ -609,3 +609,31 @@ fn error_kinds_have_stable_names() {
         );
     }
 }
+
+#[tokio::test]
+async fn write_frame_flushes_so_a_buffering_writer_delivers_the_frame() {
+    let (near, mut far) = tokio::io::duplex(64 * 1024);
+    // A BufWriter keeps a small write until it is flushed, as a TLS stream keeps the tail
+    // of a write when its socket is full; the peer still needs the frame now.
+    let mut writer = tokio::io::BufWriter::new(near);
+    let mut codec = Builder::new().new_binary_message_codec::<SessionMessage>();
+    let mut scratch = BytesMut::new();
+    let ping = Frame::new(SessionMessage::from(Ping {
+        nonce: 9,
+        ..Default::default()
+    }));
+    write_frame(&mut writer, &mut codec, ping.clone(), &mut scratch)
+        .await
+        .unwrap();
+    let mut decoder = Builder::new().new_binary_message_codec::<SessionMessage>();
+    let mut buffer = BytesMut::new();
+    let arrived = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        read_frame(&mut far, &mut decoder, &mut buffer),
+    )
+    .await
+    .expect("the frame stayed in the BufWriter")
+    .unwrap();
+    assert_eq!(arrived, Some(ping));
+    drop(writer);
+}

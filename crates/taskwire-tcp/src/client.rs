@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::TcpLimits;
-use crate::wire::WireCodec;
+use crate::wire::{WireCodec, write_frames};
 
 /// What a TCP client needs.
 #[derive(Clone, Debug)]
@@ -204,10 +204,13 @@ impl TcpClient {
         let mut bytes = BytesMut::new();
         let hello = config.session.hello(config.codec);
         codec.encode(&RawFrame::encode(&Frame::new(hello)), &mut bytes)?;
-        writer
-            .write_all(&bytes)
-            .await
-            .map_err(|e| CallError::Unavailable(e.to_string()))?;
+        // Flushed, or TLS may keep the Hello in its buffer.
+        async {
+            writer.write_all(&bytes).await?;
+            writer.flush().await
+        }
+        .await
+        .map_err(|e| CallError::Unavailable(e.to_string()))?;
         let mut reader_codec = WireCodec::new(
             config.codec,
             *Builder::new().max_frame_length(config.session.max_frame_length),
@@ -257,7 +260,10 @@ impl TcpClient {
             closed: AtomicBool::new(false),
             going_away: AtomicBool::new(false),
         });
-        tokio::spawn(write_loop(writer, writer_codec, rx));
+        tokio::spawn(write_frames(writer, writer_codec, rx, |_, error| {
+            tracing::warn!(%error, "dropped a frame that could not be encoded");
+            None
+        }));
         tokio::spawn(read_loop(
             reader,
             reader_codec,
@@ -266,30 +272,6 @@ impl TcpClient {
         ));
         Ok(TcpConnection { inner })
     }
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    mut codec: WireCodec,
-    mut frames: mpsc::Receiver<RawFrame>,
-) {
-    let mut bytes = BytesMut::with_capacity(16 * 1024);
-    while let Some(frame) = frames.recv().await {
-        bytes.clear();
-        let mut next = Some(frame);
-        while let Some(frame) = next.take() {
-            if let Err(error) = codec.encode(&frame, &mut bytes) {
-                tracing::warn!(%error, "dropped a frame that could not be encoded");
-            }
-            if bytes.len() < 64 * 1024 {
-                next = frames.try_recv().ok();
-            }
-        }
-        if writer.write_all(&bytes).await.is_err() {
-            return;
-        }
-    }
-    let _ = writer.shutdown().await;
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::wire::WireCodec;
+use crate::wire::{WireCodec, write_frames};
 use crate::{TcpError, TcpLimits};
 
 /// What a TCP server needs.
@@ -458,6 +458,8 @@ where
     };
     wire.encode(&reply, &mut out).map_err(|e| e.to_string())?;
     writer.write_all(&out).await.map_err(|e| e.to_string())?;
+    // Flushed, or TLS may keep the answer in its buffer.
+    writer.flush().await.map_err(|e| e.to_string())?;
     if refused {
         let _ = writer.shutdown().await;
         return Err("refused".into());
@@ -477,7 +479,7 @@ where
     });
 
     // One writer owns the socket's sending half; calls hand it frames.
-    let (out_tx, mut out_rx) = mpsc::channel::<RawFrame>(256);
+    let (out_tx, out_rx) = mpsc::channel::<RawFrame>(256);
     // Answers use the client's framing and respect the frame limit it announced.
     let writer_codec = WireCodec::new(
         codec,
@@ -485,30 +487,16 @@ where
             .first_frame_done(true)
             .max_frame_length(client_max),
     );
-    let writer_task = tokio::spawn(async move {
-        let mut codec = writer_codec;
-        let mut bytes = BytesMut::with_capacity(16 * 1024);
-        while let Some(frame) = out_rx.recv().await {
-            bytes.clear();
-            let mut next = Some(frame);
-            // Coalesce what is already queued into one write.
-            while let Some(frame) = next.take() {
-                if let Err(error) = codec.encode(&frame, &mut bytes) {
-                    let status = Status::resource_exhausted(format!(
-                        "the response could not be sent: {error}"
-                    ));
-                    let _ = codec.encode(&status_frame(&status, frame.stream_id), &mut bytes);
-                }
-                if bytes.len() < 64 * 1024 {
-                    next = out_rx.try_recv().ok();
-                }
-            }
-            if writer.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-        let _ = writer.shutdown().await;
-    });
+    let writer_task = tokio::spawn(write_frames(
+        writer,
+        writer_codec,
+        out_rx,
+        |frame, error| {
+            let status =
+                Status::resource_exhausted(format!("the response could not be sent: {error}"));
+            Some(status_frame(&status, frame.stream_id))
+        },
+    ));
 
     let calls: Calls = Arc::new(Mutex::new(HashMap::new()));
     let mut headers: HashMap<u32, CallHeader> = HashMap::new();
