@@ -226,6 +226,11 @@ pub fn valid_vectors() -> VectorFile<ValidVector> {
             unary_call(),
         ));
         vectors.push(vector(
+            format!("{tag}/stream/bidi-client-ends-with-status"),
+            framing,
+            bidi_client_ends_with_status(),
+        ));
+        vectors.push(vector(
             format!("{tag}/stream/empty-bodies"),
             framing,
             empty_bodies(),
@@ -292,6 +297,33 @@ fn unary_call() -> Vec<Frame<AnyMessage>> {
         Frame::new(any(request)).with_stream_id(1).end_stream(),
         Frame::new(any(response)).with_stream_id(1),
         Frame::new(any(status)).with_stream_id(1).end_stream(),
+    ]
+}
+
+/// A journal stream on stream 2 where the two sides take turns: the client's last item
+/// went out without END_STREAM, so it ends its side with an OK status frame; the server
+/// then sends `End` and its own closing OK status.
+fn bidi_client_ends_with_status() -> Vec<Frame<AnyMessage>> {
+    use taskwire_proto::journal::v1::{End, OutputEntry, Start};
+    use taskwire_proto::session::v1::{Status, StatusCode};
+    let start = Start {
+        invocation_id: b"inv-1".to_vec().into(),
+        ..Default::default()
+    };
+    let entry = OutputEntry {
+        name: "step".into(),
+        ..Default::default()
+    };
+    let ok = || Status {
+        code: StatusCode::Ok as i32,
+        ..Default::default()
+    };
+    vec![
+        Frame::new(any(start)).with_stream_id(2),
+        Frame::new(any(entry)).with_stream_id(2),
+        Frame::new(any(ok())).with_stream_id(2).end_stream(),
+        Frame::new(any(End::default())).with_stream_id(2),
+        Frame::new(any(ok())).with_stream_id(2).end_stream(),
     ]
 }
 

@@ -56,6 +56,16 @@ impl<M: MessageSet> RequestStream<M> {
                 self.finished = true;
                 Err(status)
             }
+            Some(Ok(raw)) if raw.flags.is_status() => {
+                // A peer with no item left to carry END_STREAM ends its side with a status
+                // frame (`docs/protocol.md` §14): OK is a clean end, any other code a failure.
+                self.finished = true;
+                match crate::decode_status(raw) {
+                    Ok(None) => Ok(None),
+                    Ok(Some(status)) => Err(status),
+                    Err(error) => Err(Status::protocol_violation(error.to_string())),
+                }
+            }
             Some(Ok(raw)) => {
                 if raw.flags.is_end_stream() {
                     self.finished = true;
@@ -114,5 +124,39 @@ impl<M: MessageSet> ResponseSink<M> {
     /// Whether the peer has gone: sends would fail.
     pub fn is_closed(&self) -> bool {
         self.frames.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use taskwire_proto::registry::JournalMessage;
+
+    use super::*;
+    use crate::StatusCode;
+
+    fn status_frame(code: StatusCode) -> RawFrame {
+        RawFrame::encode(&Frame::new(Status::new(code, "from the peer").to_message()).end_stream())
+    }
+
+    #[tokio::test]
+    async fn an_ok_status_frame_ends_the_stream_cleanly_and_a_failure_ends_it_with_its_status() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut stream = RequestStream::<JournalMessage>::new(rx);
+        tx.send(Ok(status_frame(StatusCode::Ok))).await.unwrap();
+        assert_eq!(stream.message().await, Ok(None));
+        // Finished: nothing after the end is read.
+        tx.send(Ok(status_frame(StatusCode::Internal)))
+            .await
+            .unwrap();
+        assert_eq!(stream.message().await, Ok(None));
+
+        let (tx, rx) = mpsc::channel(4);
+        let mut stream = RequestStream::<JournalMessage>::new(rx);
+        tx.send(Ok(status_frame(StatusCode::Aborted)))
+            .await
+            .unwrap();
+        let failure = stream.message().await.unwrap_err();
+        assert_eq!(failure.code(), StatusCode::Aborted);
+        assert_eq!(failure.message(), "from the peer");
     }
 }

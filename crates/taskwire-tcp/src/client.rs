@@ -503,6 +503,7 @@ impl TcpConnection {
             guard,
             rx,
             held: Some(first),
+            send_closed: false,
             deadline: timeout.map(|t| tokio::time::Instant::now() + t),
         })
     }
@@ -608,6 +609,8 @@ pub struct TcpClientStream<M> {
     /// The last item given, sent when the next arrives or with END_STREAM at the finish,
     /// so the final frame carries END_STREAM without an empty frame of its own.
     held: Option<M>,
+    /// Whether the client's side has ended.
+    send_closed: bool,
     deadline: Option<tokio::time::Instant>,
 }
 
@@ -632,11 +635,26 @@ impl<M: MessageSet> TcpClientStream<M> {
         Ok(())
     }
 
-    /// Ends the client's side of the stream.
+    /// Ends the client's side of the stream: END_STREAM on the item held back, or, when
+    /// [`message`](Self::message) already sent it, a status frame with code OK (a shared
+    /// byte stream has no per-call end; `docs/protocol.md` §14). Once only.
     pub async fn close_send(&mut self) -> Result<(), CallError> {
+        if self.send_closed {
+            return Ok(());
+        }
+        self.send_closed = true;
         match self.held.take() {
             Some(last) => self.send_frame(last, true).await,
-            None => Ok(()),
+            None => {
+                let ok = taskwire_rpc::Status::new(taskwire_rpc::StatusCode::Ok, "");
+                let mut frame = RawFrame::encode(&Frame::new(ok.to_message()).end_stream());
+                frame.stream_id = self.stream_id;
+                self.inner
+                    .writer
+                    .send(frame)
+                    .await
+                    .map_err(|_| CallError::Unavailable("the connection is closed".into()))
+            }
         }
     }
 
@@ -660,7 +678,13 @@ impl<M: MessageSet> TcpClientStream<M> {
 
     /// The next message from the server; `Ok(None)` after its closing OK status, and
     /// [`CallError::Status`] if it ended the stream with a failure.
+    ///
+    /// An item still held back by [`send`](Self::send) goes out first: the server may be
+    /// waiting for it before it answers.
     pub async fn message(&mut self) -> Result<Option<M>, CallError> {
+        if let Some(item) = self.held.take() {
+            self.send_frame(item, false).await?;
+        }
         let frame = self.next_frame().await?;
         if frame.type_id == StatusMessage::TYPE_ID {
             return match decode_status(frame)? {

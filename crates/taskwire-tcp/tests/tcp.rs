@@ -554,6 +554,48 @@ async fn a_bidirectional_stream_echoes_until_both_sides_end() {
     assert!(matches!(received[3], JournalMessage::End(_)));
 }
 
+/// A conversation where each side waits for the other: the client's latest item must
+/// reach the server before the client waits for the answer to it.
+#[tokio::test]
+async fn a_bidirectional_stream_can_take_turns() {
+    use taskwire_proto::journal::v1::{End, OutputEntry, Start};
+    use taskwire_proto::registry::JournalMessage;
+    let mut router = Router::new();
+    router.bidi::<Start, JournalMessage, _, _>(|_ctx, mut incoming, outgoing| async move {
+        // Answers each message, the opening Start included, as it arrives.
+        while let Some(message) = incoming.message().await? {
+            outgoing.send(message).await?;
+        }
+        outgoing.send(End::default()).await
+    });
+    let server = plaintext_server(TcpLimits::default(), router).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    let mut stream = within(
+        10,
+        connection.bidi(JournalMessage::from(Start::default()), CallOptions::new()),
+    )
+    .await
+    .unwrap();
+    let first = within(10, stream.message()).await.unwrap();
+    assert!(matches!(first, Some(JournalMessage::Start(_))), "{first:?}");
+    for turn in 0..3 {
+        let entry = OutputEntry {
+            name: format!("turn {turn}"),
+            ..Default::default()
+        };
+        stream
+            .send(JournalMessage::from(entry.clone()))
+            .await
+            .unwrap();
+        let echo = within(10, stream.message()).await.unwrap();
+        assert_eq!(echo, Some(JournalMessage::from(entry)));
+    }
+    stream.close_send().await.unwrap();
+    let end = within(10, stream.message()).await.unwrap();
+    assert!(matches!(end, Some(JournalMessage::End(_))), "{end:?}");
+    assert_eq!(within(10, stream.message()).await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_every_handle_closes_the_connection_and_frees_its_slot() {
     let mut limits = TcpLimits::default();
