@@ -145,6 +145,48 @@ async fn a_failing_server_stream_ends_with_its_status() {
     }
 }
 
+/// A router whose handlers panic: a unary one, and a server stream after one item.
+fn panicking_router() -> Router {
+    let mut router = Router::new();
+    router.unary(|_ctx, _request: RegisterInstanceRequest| async move {
+        if true {
+            panic!("a bug in the handler");
+        }
+        Ok(RegisterInstanceResponse::default())
+    });
+    router.server_streaming(|_ctx, _request: ListCheckpointsRequest, sink| async move {
+        sink.send(CheckpointSummary::default()).await?;
+        panic!("a bug after the first item");
+    });
+    router
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_internal_and_never_looks_like_success() {
+    let pki = pki();
+    let server = start(&pki, Limits::default(), panicking_router());
+    let connection = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        match within(10, connection.call(RegisterInstanceRequest::default())).await {
+            Err(CallError::Status(status)) => assert_eq!(status.code(), StatusCode::Internal),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut stream = within(
+        10,
+        connection.server_stream(ListCheckpointsRequest::default(), CallOptions::new()),
+    )
+    .await
+    .unwrap();
+    assert!(within(10, stream.message()).await.unwrap().is_some());
+    match within(10, stream.message()).await {
+        Err(CallError::Status(status)) => assert_eq!(status.code(), StatusCode::Internal),
+        other => panic!("a truncated stream must not end cleanly: {other:?}"),
+    }
+}
+
 fn sha256(data: &[u8]) -> Vec<u8> {
     use sha2::Digest as _;
     sha2::Sha256::digest(data).to_vec()

@@ -175,7 +175,7 @@ impl Router {
         let handler = Arc::new(handler);
         let erased: Arc<UnaryFn> = Arc::new(move |ctx, body| {
             let handler = Arc::clone(&handler);
-            async move { Ok(encode(handler(ctx, decode::<Req>(body)?).await?)) }.boxed()
+            contained(async move { Ok(encode(handler(ctx, decode::<Req>(body)?).await?)) }).boxed()
         });
         self.insert(Req::TYPE_ID, Handler::Unary(erased))
     }
@@ -190,12 +190,16 @@ impl Router {
         let handler = Arc::new(handler);
         let erased: Arc<OneWayFn> = Arc::new(move |ctx, body| {
             let handler = Arc::clone(&handler);
-            async move {
-                match decode::<R>(body) {
-                    Ok(request) => handler(ctx, request).await,
-                    Err(status) => tracing::debug!(%status, "dropped an invalid one-way message"),
+            contained(async move {
+                let request = decode::<R>(body)?;
+                handler(ctx, request).await;
+                Ok(())
+            })
+            .map(|outcome| {
+                if let Err(status) = outcome {
+                    tracing::debug!(%status, "a one-way call failed");
                 }
-            }
+            })
             .boxed()
         });
         self.insert(R::TYPE_ID, Handler::OneWay(erased))
@@ -213,7 +217,8 @@ impl Router {
         let handler = Arc::new(handler);
         let erased: Arc<ServerStreamingFn> = Arc::new(move |ctx, body, out| {
             let handler = Arc::clone(&handler);
-            async move { handler(ctx, decode::<R>(body)?, ResponseSink::new(out)).await }.boxed()
+            contained(async move { handler(ctx, decode::<R>(body)?, ResponseSink::new(out)).await })
+                .boxed()
         });
         self.insert(R::TYPE_ID, Handler::ServerStreaming(erased))
     }
@@ -230,7 +235,8 @@ impl Router {
         let handler = Arc::new(handler);
         let erased: Arc<ClientStreamingFn> = Arc::new(move |ctx, frames| {
             let handler = Arc::clone(&handler);
-            async move { Ok(encode(handler(ctx, RequestStream::new(frames)).await?)) }.boxed()
+            contained(async move { Ok(encode(handler(ctx, RequestStream::new(frames)).await?)) })
+                .boxed()
         });
         self.insert(R::TYPE_ID, Handler::ClientStreaming(erased))
     }
@@ -248,14 +254,14 @@ impl Router {
         let handler = Arc::new(handler);
         let erased: Arc<BidiFn> = Arc::new(move |ctx, incoming, outgoing| {
             let handler = Arc::clone(&handler);
-            async move {
+            contained(async move {
                 handler(
                     ctx,
                     RequestStream::new(incoming),
                     ResponseSink::new(outgoing),
                 )
                 .await
-            }
+            })
             .boxed()
         });
         self.insert(First::TYPE_ID, Handler::Bidi(erased))
@@ -306,6 +312,27 @@ impl Router {
             }
         }
     }
+}
+
+/// A handler's future, with a panic turned into an `INTERNAL` status: the transport then
+/// answers the call and frees its slot, as for any failure, instead of losing the task
+/// (and, on QUIC, ending the stream as if it had succeeded).
+fn contained<T>(
+    handler: impl Future<Output = Result<T, Status>>,
+) -> impl Future<Output = Result<T, Status>> {
+    std::panic::AssertUnwindSafe(handler)
+        .catch_unwind()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("a non-string payload");
+                tracing::error!(panic = what, "a handler panicked");
+                Err(Status::internal("the handler panicked"))
+            })
+        })
 }
 
 /// A started call, for the transport to drive.

@@ -112,6 +112,46 @@ async fn a_unary_call_over_mutual_tls_sees_the_clients_tenant() {
 }
 
 #[tokio::test]
+async fn a_panicking_handler_answers_internal_and_frees_its_call_slot() {
+    let mut router = Router::new();
+    router.unary(|_ctx, ping: Ping| async move {
+        if ping.nonce == 0 {
+            panic!("a bug in the handler");
+        }
+        Ok(Pong {
+            nonce: ping.nonce,
+            sent_at: None,
+        })
+    });
+    let mut limits = TcpLimits::default();
+    limits.max_concurrent_calls(1);
+    let server = plaintext_server(limits, router).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    // With one call slot, a second panic or the call after it would find the slot taken
+    // if the first panic had leaked it.
+    for _ in 0..2 {
+        let ping = Ping {
+            nonce: 0,
+            sent_at: None,
+        };
+        match within(10, connection.call(ping)).await {
+            Err(CallError::Status(status)) => assert_eq!(status.code(), StatusCode::Internal),
+            other => panic!("{other:?}"),
+        }
+    }
+    let pong = within(
+        10,
+        connection.call(Ping {
+            nonce: 5,
+            sent_at: None,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pong.nonce, 5);
+}
+
+#[tokio::test]
 async fn a_json_client_and_a_binary_client_share_one_server() {
     let server = plaintext_server(TcpLimits::default(), router()).await;
     for codec in [Codec::Json, Codec::Protobuf] {
