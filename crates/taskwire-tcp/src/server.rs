@@ -345,10 +345,23 @@ async fn accept_connection(
     }
 }
 
-/// A call in flight on a connection.
+/// A call on a connection, from its first frame until both sides are done with it.
 struct Entry {
     cancel: CancellationToken,
+    /// Where the call's further request frames go, while its handler reads them.
     requests: Option<mpsc::Sender<Result<RawFrame, Status>>>,
+    /// The client may still send frames on the stream (no END_STREAM or CancelCall yet).
+    client_open: bool,
+    /// The server has answered (or refused) the call. An entry that is answered but
+    /// still open to the client stays, so that the client's late frames are dropped
+    /// rather than taken for a new call on the same stream id.
+    answered: bool,
+}
+
+impl Entry {
+    fn done(&self) -> bool {
+        self.answered && !self.client_open
+    }
 }
 
 type Calls = Arc<Mutex<HashMap<u32, Entry>>>;
@@ -530,8 +543,16 @@ where
                 id if id == CancelCall::TYPE_ID => {
                     if let Ok(cancel) = CancelCall::decode(frame.body) {
                         let stream = u32::try_from(cancel.request_id).unwrap_or(0);
-                        if let Some(entry) = calls.lock().expect("calls lock").get(&stream) {
+                        // A header whose request never came is forgotten too.
+                        headers.remove(&stream);
+                        let mut calls = calls.lock().expect("calls lock");
+                        if let Some(entry) = calls.get_mut(&stream) {
                             entry.cancel.cancel();
+                            entry.client_open = false;
+                            entry.requests = None;
+                            if entry.done() {
+                                calls.remove(&stream);
+                            }
                         }
                     }
                 }
@@ -545,19 +566,29 @@ where
             continue;
         }
         let stream_id = frame.stream_id;
-        // A frame for a call in flight: more request items.
-        let existing = calls
-            .lock()
-            .expect("calls lock")
-            .get(&stream_id)
-            .map(|e| e.requests.clone());
+        // A frame for a known call: more request items, or late ones for a call already
+        // answered, which are dropped.
+        let end = frame.flags.is_end_stream();
+        let existing = {
+            let mut calls = calls.lock().expect("calls lock");
+            match calls.get_mut(&stream_id) {
+                Some(entry) => {
+                    let requests = entry.requests.clone();
+                    if end {
+                        entry.client_open = false;
+                        entry.requests = None;
+                        if entry.done() {
+                            calls.remove(&stream_id);
+                        }
+                    }
+                    Some(requests)
+                }
+                None => None,
+            }
+        };
         if let Some(requests) = existing {
             if let Some(requests) = requests {
-                let end = frame.flags.is_end_stream();
                 let _ = requests.send(Ok(frame)).await;
-                if end && let Some(entry) = calls.lock().expect("calls lock").get_mut(&stream_id) {
-                    entry.requests = None;
-                }
             }
             continue;
         }
@@ -583,6 +614,14 @@ where
         // A new call.
         let in_flight = calls.lock().expect("calls lock").len();
         if in_flight >= limits.max_concurrent_calls as usize {
+            // Refused streams the client keeps open are remembered too; a client that
+            // piles them up past twice its limit ignores the limit it agreed to.
+            if in_flight >= 2 * limits.max_concurrent_calls as usize {
+                break Err(close(format!(
+                    "{in_flight} streams open, twice the limit of {}",
+                    limits.max_concurrent_calls
+                )));
+            }
             shared.stats.calls_refused.fetch_add(1, Ordering::Relaxed);
             headers.remove(&stream_id);
             let status = Status::resource_exhausted(format!(
@@ -590,6 +629,17 @@ where
                 limits.max_concurrent_calls
             ));
             let _ = out_tx.send(status_frame(&status, stream_id)).await;
+            if !end {
+                calls.lock().expect("calls lock").insert(
+                    stream_id,
+                    Entry {
+                        cancel: CancellationToken::new(),
+                        requests: None,
+                        client_open: true,
+                        answered: true,
+                    },
+                );
+            }
             continue;
         }
         let context = match headers.remove(&stream_id) {
@@ -597,7 +647,6 @@ where
             None => CallContext::new(Arc::clone(&peer)),
         };
         shared.stats.calls_started.fetch_add(1, Ordering::Relaxed);
-        let end = frame.flags.is_end_stream();
         let cancel = context.cancel.clone();
         let deadline = context.deadline;
         let dispatch = router.dispatch(context, frame);
@@ -614,12 +663,21 @@ where
             Entry {
                 cancel: cancel.clone(),
                 requests,
+                client_open: !end,
+                answered: false,
             },
         );
         let (calls, out) = (Arc::clone(&calls), out_tx.clone());
         shared.calls.spawn(async move {
             drive(dispatch, stream_id, deadline, cancel, out).await;
-            calls.lock().expect("calls lock").remove(&stream_id);
+            let mut calls = calls.lock().expect("calls lock");
+            if let Some(entry) = calls.get_mut(&stream_id) {
+                entry.answered = true;
+                entry.requests = None;
+                if entry.done() {
+                    calls.remove(&stream_id);
+                }
+            }
         });
     };
     // The connection is over: every call in flight is cancelled.

@@ -594,6 +594,100 @@ async fn a_bidirectional_stream_echoes_until_both_sides_end() {
     assert!(matches!(received[3], JournalMessage::End(_)));
 }
 
+/// An upload the server answers early: the client's remaining items arrive on a stream the
+/// server has finished with, and must be dropped, not taken for a new call.
+#[tokio::test]
+async fn items_after_an_early_answer_are_dropped_not_taken_for_a_new_call() {
+    use taskwire_proto::environment::v1::image_upload::{ImageManifest, Part};
+    use taskwire_proto::environment::v1::{ImageUpload, RegisterImageResponse};
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut router = router();
+    let counter = Arc::clone(&started);
+    router.client_streaming(
+        move |_ctx, mut parts: taskwire_rpc::RequestStream<ImageUpload>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                parts.message().await?;
+                Err::<RegisterImageResponse, _>(taskwire_rpc::Status::failed_precondition(
+                    "refused after the manifest",
+                ))
+            }
+        },
+    );
+    let server = plaintext_server(TcpLimits::default(), router).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    let manifest = ImageUpload {
+        part: Some(Part::Manifest(ImageManifest::default())),
+    };
+    let mut upload = within(10, connection.client_stream(manifest, CallOptions::new()))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        upload
+            .send(ImageUpload {
+                part: Some(Part::Chunk(vec![7u8; 1024].into())),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    match within(10, upload.finish()).await {
+        Err(CallError::Status(status)) => {
+            assert_eq!(status.code(), StatusCode::FailedPrecondition);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The connection still works, and the handler ran once.
+    let pong = within(
+        10,
+        connection.call(Ping {
+            nonce: 3,
+            sent_at: None,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pong.nonce, 3);
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "late items started new calls"
+    );
+}
+
+/// A call whose header went out but whose request was refused locally (over the frame
+/// limit) is cancelled; the server must forget the header, or after as many such calls as
+/// the call limit it takes the connection for a flood of headers and closes it.
+#[tokio::test]
+async fn headers_of_calls_cancelled_before_their_request_are_forgotten() {
+    let mut limits = TcpLimits::default();
+    limits.max_frame_length(1024).max_concurrent_calls(4);
+    let server = plaintext_server(limits, router()).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    let too_large = ListCheckpointsRequest {
+        instance_id: "x".repeat(4096),
+        ..Default::default()
+    };
+    for _ in 0..12 {
+        let options = CallOptions::new().timeout(Duration::from_secs(5));
+        let refused = within(10, connection.server_stream(too_large.clone(), options)).await;
+        assert!(
+            matches!(refused, Err(CallError::Codec(_))),
+            "the request is over the frame limit: {refused:?}"
+        );
+    }
+    let pong = within(
+        10,
+        connection.call(Ping {
+            nonce: 4,
+            sent_at: None,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pong.nonce, 4);
+}
+
 /// A conversation where each side waits for the other: the client's latest item must
 /// reach the server before the client waits for the answer to it.
 #[tokio::test]
