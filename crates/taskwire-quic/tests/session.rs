@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{client, close_code, frame_bytes, pki, raw_connect, start, within};
+use common::{client, close_code, frame_bytes, pki, raw_connect, raw_connect_with, start, within};
 use taskwire_proto::session::v1::refused::RefusalReason;
 use taskwire_proto::session::v1::{Codec, Conversation, Hello, Ping, Pong};
 use taskwire_quic::{Admission, ClientConfig, Limits, QuicClient, QuicServer, ServerConfig, codes};
@@ -596,4 +596,37 @@ async fn garbage_datagrams_and_initial_floods_leave_the_server_serving() {
         1,
         "20,000 garbage and Initial datagrams opened no connection"
     );
+}
+
+/// A peer that sends Pings and never reads its control stream fills its own receive
+/// window with Pongs, and the server's write of the next Pong waits. Shutdown must not
+/// wait for that write: it gives each GoAway one second.
+#[tokio::test]
+async fn shutdown_finishes_while_a_peer_never_reads_its_pongs() {
+    let pki = pki();
+    let mut limits = Limits::default();
+    limits.drain_timeout(Duration::from_millis(500));
+    let server = start(&pki, limits, echo());
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(quinn::VarInt::from_u32(1024));
+    let connection = raw_connect_with(&pki, server.local_addr(), transport).await;
+    let (mut send, _never_read) = connection.open_bi().await.unwrap();
+    send.write_all(&frame_bytes(
+        ClientSession::default().hello(Codec::Protobuf),
+    ))
+    .await
+    .unwrap();
+    let mut pings = Vec::new();
+    for nonce in 0..500 {
+        pings.extend(frame_bytes(Ping {
+            nonce,
+            sent_at: None,
+        }));
+    }
+    send.write_all(&pings).await.unwrap();
+    // Time for the server to answer until the window is full.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = within(10, server.shutdown()).await;
+    assert_eq!(report.connections, 1);
+    drop(connection);
 }

@@ -85,10 +85,21 @@ pub async fn within<T>(seconds: u64, future: impl Future<Output = T>) -> T {
 
 /// A bare quinn connection with the client's TLS, for peers that misbehave on purpose.
 pub async fn raw_connect(pki: &Pki, addr: SocketAddr) -> quinn::Connection {
+    raw_connect_with(pki, addr, quinn::TransportConfig::default()).await
+}
+
+/// [`raw_connect`] with the client's own transport settings.
+pub async fn raw_connect_with(
+    pki: &Pki,
+    addr: SocketAddr,
+    transport: quinn::TransportConfig,
+) -> quinn::Connection {
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(Arc::clone(&pki.client)).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
     within(10, endpoint.connect(addr, "localhost").unwrap())
         .await
         .unwrap()
