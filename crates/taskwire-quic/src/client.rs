@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use prost::Message as _;
 use quinn::{Endpoint, RecvStream, SendStream};
 use rand::Rng as _;
-use taskwire_codec::Frame;
+use taskwire_codec::{Frame, RawFrame};
 use taskwire_proto::registry::SessionMessage;
 use taskwire_proto::session::v1::{
     Codec, GoAway, Negotiated, Ping, Pong, Refused, Status as StatusMessage,
@@ -749,6 +749,7 @@ impl Connection {
             stream,
             deadline,
             max: self.inner.agreed.max_frame_length,
+            early_answer: None,
             _items: std::marker::PhantomData,
         })
     }
@@ -853,6 +854,8 @@ pub struct ClientStream<R> {
     stream: CallStream,
     deadline: Option<Instant>,
     max: u32,
+    /// A successful answer that came before the upload ended, kept for `finish`.
+    early_answer: Option<RawFrame>,
     _items: std::marker::PhantomData<fn(R)>,
 }
 
@@ -868,8 +871,13 @@ where
     R::Response: WireMessage,
 {
     /// Sends one more item, waiting while the server reads slower than the client sends
-    /// (QUIC flow control). Fails with the server's status if it already answered.
+    /// (QUIC flow control). Fails with the server's status if it already answered with a
+    /// failure. If it already answered with success (it stopped reading early), the item is
+    /// not sent and [`finish`](Self::finish) returns that answer.
     pub async fn send(&mut self, item: R) -> Result<(), CallError> {
+        if self.early_answer.is_some() {
+            return Ok(());
+        }
         let mut bytes = BytesMut::new();
         encode(&Frame::new(item), self.max, &mut bytes)?;
         let written = until(self.deadline, async {
@@ -887,7 +895,9 @@ where
                 tokio::time::timeout(Duration::from_millis(500), self.stream.reader.next()).await
             {
                 self.stream.done = true;
-                return decode_answer::<R::Response>(frame).map(|_| ());
+                decode_answer::<R::Response>(frame.clone())?;
+                self.early_answer = Some(frame);
+                return Ok(());
             }
         }
         written
@@ -895,6 +905,9 @@ where
 
     /// Ends the stream and waits for the answer.
     pub async fn finish(mut self) -> Result<R::Response, CallError> {
+        if let Some(frame) = self.early_answer.take() {
+            return decode_answer::<R::Response>(frame);
+        }
         let _ = self.stream.send.finish();
         let frame = until(self.deadline, async {
             self.stream.reader.next().await.map_err(read_error)

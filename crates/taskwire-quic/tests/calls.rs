@@ -269,6 +269,47 @@ async fn upload(
     stream.finish().await
 }
 
+/// A server that answers with success before the upload ends stops reading; the client's
+/// next writes fail, and the answer it then reads is the one `finish` returns.
+#[tokio::test]
+async fn an_early_successful_answer_is_what_finish_returns() {
+    let pki = pki();
+    let mut router = Router::new();
+    router.client_streaming(
+        |_ctx, mut parts: taskwire_rpc::RequestStream<ImageUpload>| async move {
+            parts.message().await?;
+            Ok(RegisterImageResponse {
+                already_registered: true,
+                ..Default::default()
+            })
+        },
+    );
+    let server = start(&pki, Limits::default(), router);
+    let connection = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    let manifest = ImageUpload {
+        part: Some(Part::Manifest(ImageManifest::default())),
+    };
+    let mut stream = within(10, connection.client_stream(manifest, CallOptions::new()))
+        .await
+        .unwrap();
+    // Enough data to outlast the server's stop: 64 MiB would not fit its windows.
+    let chunk = bytes::Bytes::from(vec![1u8; 64 * 1024]);
+    for _ in 0..1024 {
+        within(
+            10,
+            stream.send(ImageUpload {
+                part: Some(Part::Chunk(chunk.clone())),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    let answer = within(10, stream.finish()).await.unwrap();
+    assert!(answer.already_registered, "{answer:?}");
+}
+
 #[tokio::test]
 async fn a_client_stream_uploads_with_size_and_hash_checked_while_streaming() {
     let pki = pki();
