@@ -513,14 +513,30 @@ where
 
     let calls: Calls = Arc::new(Mutex::new(HashMap::new()));
     let mut headers: HashMap<u32, CallHeader> = HashMap::new();
+    // Woken when a call ends, so that a draining connection closes after its last one.
+    let call_ended = Arc::new(tokio::sync::Notify::new());
+    // Set once the server shuts down: the GoAway is sent, calls in flight run on (their
+    // frames are still read) until the drain timeout, and new calls are refused.
+    let mut drain_until: Option<Instant> = None;
     let result = loop {
+        if drain_until.is_some() && calls.lock().expect("calls lock").is_empty() {
+            break Ok(());
+        }
         let frame = tokio::select! {
             frame = taskwire_codec::io::read_frame(&mut reader, &mut wire, &mut buffer) => frame,
-            () = shared.shutdown.cancelled() => {
-                let go_away = GoAway { reason: taskwire_proto::session::v1::go_away::GoAwayReason::Shutdown as i32, ..Default::default() };
+            () = shared.shutdown.cancelled(), if drain_until.is_none() => {
+                let go_away = GoAway {
+                    reason: taskwire_proto::session::v1::go_away::GoAwayReason::Shutdown as i32,
+                    message: "server shutting down".into(),
+                    drain_timeout: Some(taskwire_proto::wkt::Duration::from(limits.drain_timeout)),
+                    ..Default::default()
+                };
                 let _ = out_tx.send(RawFrame::encode(&Frame::new(go_away))).await;
-                break Ok(());
+                drain_until = Some(Instant::now() + limits.drain_timeout);
+                continue;
             }
+            () = until(drain_until) => break Ok(()),
+            () = call_ended.notified(), if drain_until.is_some() => continue,
         };
         let frame = match frame {
             Ok(Some(frame)) => frame,
@@ -612,6 +628,23 @@ where
             continue;
         }
         // A new call.
+        if drain_until.is_some() {
+            headers.remove(&stream_id);
+            let status = Status::unavailable("the server is shutting down");
+            let _ = out_tx.send(status_frame(&status, stream_id)).await;
+            if !end {
+                calls.lock().expect("calls lock").insert(
+                    stream_id,
+                    Entry {
+                        cancel: CancellationToken::new(),
+                        requests: None,
+                        client_open: true,
+                        answered: true,
+                    },
+                );
+            }
+            continue;
+        }
         let in_flight = calls.lock().expect("calls lock").len();
         if in_flight >= limits.max_concurrent_calls as usize {
             // Refused streams the client keeps open are remembered too; a client that
@@ -667,17 +700,21 @@ where
                 answered: false,
             },
         );
-        let (calls, out) = (Arc::clone(&calls), out_tx.clone());
+        let (calls, out, call_ended) =
+            (Arc::clone(&calls), out_tx.clone(), Arc::clone(&call_ended));
         shared.calls.spawn(async move {
             drive(dispatch, stream_id, deadline, cancel, out).await;
-            let mut calls = calls.lock().expect("calls lock");
-            if let Some(entry) = calls.get_mut(&stream_id) {
-                entry.answered = true;
-                entry.requests = None;
-                if entry.done() {
-                    calls.remove(&stream_id);
+            {
+                let mut calls = calls.lock().expect("calls lock");
+                if let Some(entry) = calls.get_mut(&stream_id) {
+                    entry.answered = true;
+                    entry.requests = None;
+                    if entry.done() {
+                        calls.remove(&stream_id);
+                    }
                 }
             }
+            call_ended.notify_one();
         });
     };
     // The connection is over: every call in flight is cancelled.

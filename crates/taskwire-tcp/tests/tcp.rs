@@ -688,6 +688,45 @@ async fn headers_of_calls_cancelled_before_their_request_are_forgotten() {
     assert_eq!(pong.nonce, 4);
 }
 
+/// Shutting down lets calls in flight finish within the drain timeout, while the client
+/// hears the GoAway and makes no new calls on the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_calls_in_flight_finish() {
+    let mut router = Router::new();
+    router.unary(|_ctx, ping: Ping| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(Pong {
+            nonce: ping.nonce,
+            sent_at: None,
+        })
+    });
+    let mut limits = TcpLimits::default();
+    limits.drain_timeout(Duration::from_secs(5));
+    let server = plaintext_server(limits, router).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    let calls: Vec<_> = (1..=3)
+        .map(|nonce| {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                connection
+                    .call(Ping {
+                        nonce,
+                        sent_at: None,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let shutdown = tokio::spawn(server.shutdown());
+    for (call, nonce) in calls.into_iter().zip(1..) {
+        let pong = within(10, call).await.unwrap().unwrap();
+        assert_eq!(pong.nonce, nonce, "the call was answered, not cancelled");
+    }
+    assert!(within(10, shutdown).await.unwrap(), "every call drained");
+    assert!(!connection.is_usable(), "the client heard the GoAway");
+}
+
 /// A conversation where each side waits for the other: the client's latest item must
 /// reach the server before the client waits for the answer to it.
 #[tokio::test]
