@@ -535,11 +535,12 @@ impl Connection {
     pub async fn ping(&self) -> Result<Duration, CallError> {
         let nonce = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .pongs
-            .lock()
-            .expect("pongs lock")
-            .push((nonce, tx));
+        {
+            let mut pongs = self.inner.pongs.lock().expect("pongs lock");
+            // Pings that timed out, failed or were dropped left their senders behind.
+            pongs.retain(|(_, waiting)| !waiting.is_closed());
+            pongs.push((nonce, tx));
+        }
         let mut bytes = BytesMut::new();
         encode(
             &Frame::new(SessionMessage::from(Ping {

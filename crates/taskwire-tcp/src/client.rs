@@ -260,10 +260,33 @@ impl TcpClient {
             closed: AtomicBool::new(false),
             going_away: AtomicBool::new(false),
         });
-        tokio::spawn(write_frames(writer, writer_codec, rx, |_, error| {
-            tracing::warn!(%error, "dropped a frame that could not be encoded");
-            None
-        }));
+        let failed_call = Arc::downgrade(&inner);
+        tokio::spawn(write_frames(
+            writer,
+            writer_codec,
+            rx,
+            move |frame, error| {
+                // A frame under the limit as protobuf can be over it as JSON; its call fails
+                // here, where the encoding is known, rather than wait for an answer.
+                tracing::warn!(%error, stream = frame.stream_id, "a frame could not be encoded");
+                if let Some(inner) = failed_call.upgrade()
+                    && let Some(call) = inner
+                        .pending
+                        .lock()
+                        .expect("pending lock")
+                        .remove(&frame.stream_id)
+                {
+                    let status = taskwire_rpc::Status::resource_exhausted(format!(
+                        "the request could not be sent: {error}"
+                    ));
+                    let mut answer =
+                        RawFrame::encode(&Frame::new(status.to_message()).end_stream());
+                    answer.stream_id = frame.stream_id;
+                    let _ = call.try_send(answer);
+                }
+                None
+            },
+        ));
         tokio::spawn(read_loop(
             reader,
             reader_codec,
@@ -343,6 +366,13 @@ async fn send_message<M: MessageSet>(
         .send(frame)
         .await
         .map_err(|_| CallError::Unavailable("the connection is closed".into()))
+}
+
+/// The next stream id: 1, 2, 3, … and `None` once they are used up, since ids are never
+/// reused on a connection (nor is 0, the control stream's).
+fn allocate_stream_id(next: &AtomicU32) -> Option<u32> {
+    next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1))
+        .ok()
 }
 
 /// Sends CancelCall and forgets the stream unless the call completed.
@@ -526,13 +556,22 @@ impl TcpConnection {
                     self.inner.agreed.max_concurrent_calls
                 ))
             })?;
-        let stream_id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        let Some(stream_id) = allocate_stream_id(&self.inner.next_stream) else {
+            self.inner.going_away.store(true, Ordering::Release);
+            return Err(CallError::Unavailable(
+                "this connection has used every stream id; connect again".into(),
+            ));
+        };
         let (tx, rx) = mpsc::channel(16);
-        self.inner
-            .pending
-            .lock()
-            .expect("pending lock")
-            .insert(stream_id, tx);
+        {
+            let mut pending = self.inner.pending.lock().expect("pending lock");
+            // Checked under the lock the reader clears the calls with when the connection
+            // ends: a call registered after that clear would never be woken.
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(CallError::Unavailable("the connection is closed".into()));
+            }
+            pending.insert(stream_id, tx);
+        }
         let guard = CallGuard {
             inner: Arc::clone(&self.inner),
             stream_id,
@@ -706,5 +745,21 @@ where
         self.close_send().await?;
         let frame = self.next_frame().await?;
         decode_answer::<R::Response>(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_run_out_instead_of_wrapping_to_the_control_stream() {
+        let next = AtomicU32::new(1);
+        assert_eq!(allocate_stream_id(&next), Some(1));
+        assert_eq!(allocate_stream_id(&next), Some(2));
+        let next = AtomicU32::new(u32::MAX - 1);
+        assert_eq!(allocate_stream_id(&next), Some(u32::MAX - 1));
+        assert_eq!(allocate_stream_id(&next), None);
+        assert_eq!(allocate_stream_id(&next), None, "and stays used up");
     }
 }

@@ -722,7 +722,15 @@ where
         entry.cancel.cancel();
     }
     drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;
+    // A peer that stopped reading gets a second to take what is queued; then the writer
+    // and its queue go, rather than outlive the connection's slot.
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(Duration::from_secs(1), &mut writer_task)
+        .await
+        .is_err()
+    {
+        writer_task.abort();
+    }
     result
 }
 

@@ -727,6 +727,44 @@ async fn shutdown_lets_calls_in_flight_finish() {
     assert!(!connection.is_usable(), "the client heard the GoAway");
 }
 
+/// A request under the server's frame limit as protobuf but over it as JSON (field names,
+/// the envelope) cannot be sent on a JSON connection: the call fails with
+/// RESOURCE_EXHAUSTED instead of waiting for an answer that cannot come.
+#[tokio::test]
+async fn a_request_too_large_only_as_json_fails_instead_of_hanging() {
+    let mut limits = TcpLimits::default();
+    limits.max_frame_length(1024);
+    let server = plaintext_server(limits, router()).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Json).await;
+    let request = ListCheckpointsRequest {
+        instance_id: "x".repeat(1000),
+        ..Default::default()
+    };
+    let mut stream = within(10, connection.server_stream(request, CallOptions::new()))
+        .await
+        .unwrap();
+    match within(10, stream.message()).await {
+        Err(CallError::Status(status)) => {
+            assert_eq!(status.code(), StatusCode::ResourceExhausted);
+            assert!(status.message().contains("1024"), "{}", status.message());
+        }
+        other => panic!("{other:?}"),
+    }
+    // The connection goes on.
+    let small = ListCheckpointsRequest {
+        page_size: 2,
+        ..Default::default()
+    };
+    let mut stream = within(10, connection.server_stream(small, CallOptions::new()))
+        .await
+        .unwrap();
+    let mut items = 0;
+    while within(10, stream.message()).await.unwrap().is_some() {
+        items += 1;
+    }
+    assert_eq!(items, 2);
+}
+
 /// A conversation where each side waits for the other: the client's latest item must
 /// reach the server before the client waits for the answer to it.
 #[tokio::test]
