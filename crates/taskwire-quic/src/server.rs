@@ -498,9 +498,30 @@ pub struct ServerConnection {
     control_recv: FrameReader,
     shared: Arc<Shared>,
     slot: ConnectionSlot,
-    id: usize,
+    live: LiveEntry,
     last_request_id: Arc<AtomicU64>,
     client_max_frame_length: u32,
+}
+
+/// A connection's entry in the server's `live` map, removed when the connection is no
+/// longer served. A connection that is dropped without ever being served is closed too:
+/// otherwise the entry would keep it open (and answering keep-alives) after its slot was
+/// freed.
+struct LiveEntry {
+    shared: Arc<Shared>,
+    id: usize,
+    connection: Connection,
+    served: bool,
+}
+
+impl Drop for LiveEntry {
+    fn drop(&mut self) {
+        self.shared.live.lock().expect("live lock").remove(&self.id);
+        if !self.served {
+            self.connection
+                .close(codes::CLOSE_NO_ERROR, b"the server dropped the connection");
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerConnection {
@@ -692,13 +713,18 @@ async fn handshake(
     drop(control);
     let peer = Arc::new(peer);
     Ok(ServerConnection {
-        connection,
+        connection: connection.clone(),
         peer,
         control_send,
         control_recv: reader,
         shared: Arc::clone(shared),
         slot,
-        id,
+        live: LiveEntry {
+            shared: Arc::clone(shared),
+            id,
+            connection: connection.clone(),
+            served: false,
+        },
         last_request_id,
         client_max_frame_length,
     })
@@ -719,10 +745,11 @@ impl ServerConnection {
             control_recv,
             shared,
             slot,
-            id,
+            mut live,
             last_request_id,
             client_max_frame_length,
         } = self;
+        live.served = true;
         let budget = Arc::new(AtomicU32::new(shared.limits.cheap_event_budget));
         let control = tokio::spawn(control_loop(
             connection.clone(),
@@ -753,7 +780,7 @@ impl ServerConnection {
             let _ = connection.closed().await;
         }
         control.abort();
-        shared.live.lock().expect("live lock").remove(&id);
+        drop(live);
         drop(slot);
     }
 }

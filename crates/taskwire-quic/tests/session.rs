@@ -630,3 +630,26 @@ async fn shutdown_finishes_while_a_peer_never_reads_its_pongs() {
     assert_eq!(report.connections, 1);
     drop(connection);
 }
+
+/// An application that accepts a connection and drops it without serving it: the
+/// connection closes, rather than stay open on keep-alives with its slot already free.
+#[tokio::test]
+async fn a_connection_dropped_without_being_served_closes() {
+    let pki = pki();
+    let mut server = QuicServer::new(ServerConfig::new(
+        common::localhost(),
+        Arc::clone(&pki.server),
+    ))
+    .unwrap();
+    let client = client(&pki, server.local_addr());
+    let (connection, accepted) = tokio::join!(client.connect(), server.accept());
+    let connection = connection.unwrap();
+    drop(accepted.expect("a connection"));
+    within(5, async {
+        while connection.close_reason().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(!connection.is_usable());
+}
