@@ -375,17 +375,21 @@ fn allocate_stream_id(next: &AtomicU32) -> Option<u32> {
         .ok()
 }
 
-/// Sends CancelCall and forgets the stream unless the call completed.
+/// Sends CancelCall and forgets the stream unless the call completed: the server has
+/// answered and the client has ended its side. (A server that answered keeps the stream
+/// until the client's side ends, so that late frames are not taken for a new call.)
 struct CallGuard {
     inner: Arc<Inner>,
     stream_id: u32,
     done: bool,
+    /// The client has not ended its side of the stream yet.
+    client_open: bool,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done || self.client_open {
             self.inner
                 .pending
                 .lock()
@@ -526,14 +530,14 @@ impl TcpConnection {
         let timeout = options.get_timeout();
         // The opening frame is held back like every later one (see `send`), so the
         // header goes out now and the first item with the next send or the finish.
-        let (guard, rx) = self.open_header_only(&options).await?;
+        let (mut guard, rx) = self.open_header_only(&options).await?;
+        guard.client_open = true;
         Ok(TcpClientStream {
             inner: Arc::clone(&self.inner),
             stream_id: guard.stream_id,
             guard,
             rx,
             held: Some(first),
-            send_closed: false,
             deadline: timeout.map(|t| tokio::time::Instant::now() + t),
         })
     }
@@ -576,6 +580,7 @@ impl TcpConnection {
             inner: Arc::clone(&self.inner),
             stream_id,
             done: false,
+            client_open: false,
             _permit: permit,
         };
         if options.has_header() {
@@ -648,8 +653,6 @@ pub struct TcpClientStream<M> {
     /// The last item given, sent when the next arrives or with END_STREAM at the finish,
     /// so the final frame carries END_STREAM without an empty frame of its own.
     held: Option<M>,
-    /// Whether the client's side has ended.
-    send_closed: bool,
     deadline: Option<tokio::time::Instant>,
 }
 
@@ -678,10 +681,10 @@ impl<M: MessageSet> TcpClientStream<M> {
     /// [`message`](Self::message) already sent it, a status frame with code OK (a shared
     /// byte stream has no per-call end; `docs/protocol.md` §14). Once only.
     pub async fn close_send(&mut self) -> Result<(), CallError> {
-        if self.send_closed {
+        if !self.guard.client_open {
             return Ok(());
         }
-        self.send_closed = true;
+        self.guard.client_open = false;
         match self.held.take() {
             Some(last) => self.send_frame(last, true).await,
             None => {

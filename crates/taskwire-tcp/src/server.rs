@@ -703,7 +703,9 @@ where
         let (calls, out, call_ended) =
             (Arc::clone(&calls), out_tx.clone(), Arc::clone(&call_ended));
         shared.calls.spawn(async move {
-            drive(dispatch, stream_id, deadline, cancel, out).await;
+            let last = drive(dispatch, stream_id, deadline, cancel, &out).await;
+            // The call is marked answered before its last frame goes out: a client that
+            // has its answer may start its next call at once, and must find the slot free.
             {
                 let mut calls = calls.lock().expect("calls lock");
                 if let Some(entry) = calls.get_mut(&stream_id) {
@@ -715,6 +717,9 @@ where
                 }
             }
             call_ended.notify_one();
+            if let Some(frame) = last {
+                let _ = out.send(frame).await;
+            }
         });
     };
     // The connection is over: every call in flight is cancelled.
@@ -741,14 +746,15 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
-/// Runs one call, sending its frames on `stream_id`.
+/// Runs one call, sending its streamed frames on `stream_id`, and returns the frame that
+/// ends it (none for a one-way call).
 async fn drive(
     dispatch: Dispatch,
     stream_id: u32,
     deadline: Option<Instant>,
     cancel: CancellationToken,
-    out: mpsc::Sender<RawFrame>,
-) {
+    out: &mpsc::Sender<RawFrame>,
+) -> Option<RawFrame> {
     let work = async {
         match dispatch {
             Dispatch::Rejected(status) => Some(status_frame(&status, stream_id)),
@@ -762,7 +768,7 @@ async fn drive(
             }),
             Dispatch::ServerStreaming { run, responses }
             | Dispatch::Bidi { run, responses, .. } => {
-                Some(forward(run, responses, stream_id, &out).await)
+                Some(forward(run, responses, stream_id, out).await)
             }
             _ => Some(status_frame(
                 &Status::unimplemented("unsupported call shape"),
@@ -778,9 +784,7 @@ async fn drive(
         }
         () = cancel.cancelled() => Some(status_frame(&Status::cancelled("cancelled by the caller"), stream_id)),
     };
-    if let Some(frame) = last {
-        let _ = out.send(frame).await;
-    }
+    last
 }
 
 /// Forwards a streaming handler's frames, then ends the stream: a status frame with OK

@@ -727,6 +727,37 @@ async fn shutdown_lets_calls_in_flight_finish() {
     assert!(!connection.is_usable(), "the client heard the GoAway");
 }
 
+/// A stream the server ended while the client never ended its side: dropping it ends the
+/// client's side (CancelCall), so the server frees the call. With one call slot, a leak
+/// shows at the second stream.
+#[tokio::test]
+async fn a_stream_the_client_never_ended_frees_its_slot_when_dropped() {
+    use taskwire_proto::journal::v1::{End, Start};
+    use taskwire_proto::registry::JournalMessage;
+    let mut router = Router::new();
+    router.bidi::<Start, JournalMessage, _, _>(|_ctx, mut incoming, outgoing| async move {
+        incoming.message().await?;
+        outgoing.send(End::default()).await
+    });
+    let mut limits = TcpLimits::default();
+    limits.max_concurrent_calls(1);
+    let server = plaintext_server(limits, router).await;
+    let connection = plaintext_client(server.local_addr(), Codec::Protobuf).await;
+    for _ in 0..3 {
+        let mut stream = within(
+            10,
+            connection.bidi(JournalMessage::from(Start::default()), CallOptions::new()),
+        )
+        .await
+        .unwrap();
+        let end = within(10, stream.message()).await.unwrap();
+        assert!(matches!(end, Some(JournalMessage::End(_))), "{end:?}");
+        assert_eq!(within(10, stream.message()).await.unwrap(), None);
+        // Its CancelCall goes out before the next stream's first frame.
+        drop(stream);
+    }
+}
+
 /// A request under the server's frame limit as protobuf but over it as JSON (field names,
 /// the envelope) cannot be sent on a JSON connection: the call fails with
 /// RESOURCE_EXHAUSTED instead of waiting for an answer that cannot come.
