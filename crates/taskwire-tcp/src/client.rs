@@ -284,7 +284,11 @@ impl TcpClient {
                     answer.stream_id = frame.stream_id;
                     let _ = call.try_send(answer);
                 }
-                None
+                // The server may hold the call's header or earlier items: it forgets them.
+                Some(cancel_frame(
+                    frame.stream_id,
+                    "the request could not be encoded",
+                ))
             },
         ));
         tokio::spawn(read_loop(
@@ -353,14 +357,7 @@ async fn send_message<M: MessageSet>(
     };
     let mut frame = RawFrame::encode(&frame);
     frame.stream_id = stream_id;
-    if frame.body.len() > inner.agreed.max_frame_length as usize {
-        return Err(CallError::Codec(
-            taskwire_codec::CodecError::FrameTooLarge {
-                len: frame.body.len() as u64,
-                max: inner.agreed.max_frame_length,
-            },
-        ));
-    }
+    check_frame_length(inner, &frame)?;
     inner
         .writer
         .send(frame)
@@ -375,6 +372,19 @@ fn allocate_stream_id(next: &AtomicU32) -> Option<u32> {
         .ok()
 }
 
+/// Refuses a frame over the server's frame limit before it is queued.
+fn check_frame_length(inner: &Inner, frame: &RawFrame) -> Result<(), CallError> {
+    if frame.body.len() > inner.agreed.max_frame_length as usize {
+        return Err(CallError::Codec(
+            taskwire_codec::CodecError::FrameTooLarge {
+                len: frame.body.len() as u64,
+                max: inner.agreed.max_frame_length,
+            },
+        ));
+    }
+    Ok(())
+}
+
 /// Sends CancelCall and forgets the stream unless the call completed: the server has
 /// answered and the client has ended its side. (A server that answered keeps the stream
 /// until the client's side ends, so that late frames are not taken for a new call.)
@@ -384,7 +394,9 @@ struct CallGuard {
     done: bool,
     /// The client has not ended its side of the stream yet.
     client_open: bool,
-    _permit: OwnedSemaphorePermit,
+    /// Held until the CancelCall (if any) is queued: the server frees the call's slot at
+    /// the CancelCall, and the client must not reuse it before.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for CallGuard {
@@ -395,16 +407,31 @@ impl Drop for CallGuard {
                 .lock()
                 .expect("pending lock")
                 .remove(&self.stream_id);
-            let cancel = CancelCall {
-                request_id: u64::from(self.stream_id),
-                reason: "the caller gave up".into(),
-            };
-            let _ = self
-                .inner
-                .writer
-                .try_send(RawFrame::encode(&Frame::new(cancel)));
+            let cancel = cancel_frame(self.stream_id, "the caller gave up");
+            if let Err(mpsc::error::TrySendError::Full(cancel)) = self.inner.writer.try_send(cancel)
+            {
+                // The queue is full (an upload beside this call): the CancelCall waits its
+                // turn, behind this stream's own frames, and the slot with it. Without it
+                // the server would keep the call for the connection's life.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let writer = self.inner.writer.clone();
+                    let permit = self.permit.take();
+                    runtime.spawn(async move {
+                        let _ = writer.send(cancel).await;
+                        drop(permit);
+                    });
+                }
+            }
         }
     }
+}
+
+/// The CancelCall that ends the client's side of `stream_id` and frees its slot.
+fn cancel_frame(stream_id: u32, reason: &str) -> RawFrame {
+    RawFrame::encode(&Frame::new(CancelCall {
+        request_id: u64::from(stream_id),
+        reason: reason.into(),
+    }))
 }
 
 impl TcpConnection {
@@ -581,7 +608,7 @@ impl TcpConnection {
             stream_id,
             done: false,
             client_open: false,
-            _permit: permit,
+            permit: Some(permit),
         };
         if options.has_header() {
             let mut header = RawFrame::encode(&Frame::new(options.to_header(u64::from(stream_id))));
@@ -669,8 +696,31 @@ impl<M: MessageSet> TcpClientStream<M> {
         send_message(&self.inner, self.stream_id, message, end).await
     }
 
-    /// Sends one more item (waiting while the connection's send queue is full).
+    /// Whether the server has ended the stream (its answer or closing status has arrived,
+    /// or the stream failed here): items sent now would only be dropped.
+    fn server_ended(&self) -> bool {
+        !self
+            .inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .contains_key(&self.stream_id)
+    }
+
+    /// Sends one more item (waiting while the connection's send queue is full). After the
+    /// server has answered (it may refuse an upload early), items are dropped and the
+    /// answer is what [`finish`](TcpClientStream::finish) or [`message`](Self::message)
+    /// returns. Fails after [`close_send`](Self::close_send).
     pub async fn send(&mut self, item: impl Into<M>) -> Result<(), CallError> {
+        if !self.guard.client_open {
+            return Err(CallError::Protocol(
+                "the client's side of this stream is already closed".into(),
+            ));
+        }
+        if self.server_ended() {
+            self.held = None;
+            return Ok(());
+        }
         if let Some(previous) = self.held.replace(item.into()) {
             self.send_frame(previous, false).await?;
         }
@@ -679,25 +729,40 @@ impl<M: MessageSet> TcpClientStream<M> {
 
     /// Ends the client's side of the stream: END_STREAM on the item held back, or, when
     /// [`message`](Self::message) already sent it, a status frame with code OK (a shared
-    /// byte stream has no per-call end; `docs/protocol.md` §14). Once only.
+    /// byte stream has no per-call end; `docs/protocol.md` §14). If the server has already
+    /// ended the stream, a CancelCall instead, which frees the call without any frame that
+    /// could be taken for a new one. Once only.
     pub async fn close_send(&mut self) -> Result<(), CallError> {
         if !self.guard.client_open {
             return Ok(());
         }
+        let last = if self.server_ended() {
+            self.held = None;
+            cancel_frame(self.stream_id, "the client's side ends")
+        } else {
+            let mut last = match self.held.take() {
+                Some(item) => {
+                    let frame = RawFrame::encode(&Frame::new(item).end_stream());
+                    check_frame_length(&self.inner, &frame)?;
+                    frame
+                }
+                None => {
+                    let ok = taskwire_rpc::Status::new(taskwire_rpc::StatusCode::Ok, "");
+                    RawFrame::encode(&Frame::new(ok.to_message()).end_stream())
+                }
+            };
+            last.stream_id = self.stream_id;
+            last
+        };
+        self.inner
+            .writer
+            .send(last)
+            .await
+            .map_err(|_| CallError::Unavailable("the connection is closed".into()))?;
+        // Only now: a close that failed leaves the side open, and dropping the stream
+        // then sends the CancelCall.
         self.guard.client_open = false;
-        match self.held.take() {
-            Some(last) => self.send_frame(last, true).await,
-            None => {
-                let ok = taskwire_rpc::Status::new(taskwire_rpc::StatusCode::Ok, "");
-                let mut frame = RawFrame::encode(&Frame::new(ok.to_message()).end_stream());
-                frame.stream_id = self.stream_id;
-                self.inner
-                    .writer
-                    .send(frame)
-                    .await
-                    .map_err(|_| CallError::Unavailable("the connection is closed".into()))
-            }
-        }
+        Ok(())
     }
 
     async fn next_frame(&mut self) -> Result<RawFrame, CallError> {
@@ -724,7 +789,9 @@ impl<M: MessageSet> TcpClientStream<M> {
     /// An item still held back by [`send`](Self::send) goes out first: the server may be
     /// waiting for it before it answers.
     pub async fn message(&mut self) -> Result<Option<M>, CallError> {
-        if let Some(item) = self.held.take() {
+        if let Some(item) = self.held.take()
+            && !self.server_ended()
+        {
             self.send_frame(item, false).await?;
         }
         let frame = self.next_frame().await?;

@@ -359,6 +359,16 @@ struct Entry {
 }
 
 impl Entry {
+    /// A call answered at once with a refusal while the client may still send on it.
+    fn refused() -> Entry {
+        Entry {
+            cancel: CancellationToken::new(),
+            requests: None,
+            client_open: true,
+            answered: true,
+        }
+    }
+
     fn done(&self) -> bool {
         self.answered && !self.client_open
     }
@@ -559,16 +569,12 @@ where
                 id if id == CancelCall::TYPE_ID => {
                     if let Ok(cancel) = CancelCall::decode(frame.body) {
                         let stream = u32::try_from(cancel.request_id).unwrap_or(0);
-                        // A header whose request never came is forgotten too.
+                        // The client sends nothing more on the stream: its slot is free now
+                        // (the handler, if still running, is cancelled), and a header whose
+                        // request never came is forgotten.
                         headers.remove(&stream);
-                        let mut calls = calls.lock().expect("calls lock");
-                        if let Some(entry) = calls.get_mut(&stream) {
+                        if let Some(entry) = calls.lock().expect("calls lock").remove(&stream) {
                             entry.cancel.cancel();
-                            entry.client_open = false;
-                            entry.requests = None;
-                            if entry.done() {
-                                calls.remove(&stream);
-                            }
                         }
                     }
                 }
@@ -583,8 +589,8 @@ where
         }
         let stream_id = frame.stream_id;
         // A frame for a known call: more request items, or late ones for a call already
-        // answered, which are dropped.
-        let end = frame.flags.is_end_stream();
+        // answered, which are dropped. A status frame ends the client's side too.
+        let end = frame.flags.is_end_stream() || frame.flags.is_status();
         let existing = {
             let mut calls = calls.lock().expect("calls lock");
             match calls.get_mut(&stream_id) {
@@ -633,15 +639,10 @@ where
             let status = Status::unavailable("the server is shutting down");
             let _ = out_tx.send(status_frame(&status, stream_id)).await;
             if !end {
-                calls.lock().expect("calls lock").insert(
-                    stream_id,
-                    Entry {
-                        cancel: CancellationToken::new(),
-                        requests: None,
-                        client_open: true,
-                        answered: true,
-                    },
-                );
+                calls
+                    .lock()
+                    .expect("calls lock")
+                    .insert(stream_id, Entry::refused());
             }
             continue;
         }
@@ -663,15 +664,10 @@ where
             ));
             let _ = out_tx.send(status_frame(&status, stream_id)).await;
             if !end {
-                calls.lock().expect("calls lock").insert(
-                    stream_id,
-                    Entry {
-                        cancel: CancellationToken::new(),
-                        requests: None,
-                        client_open: true,
-                        answered: true,
-                    },
-                );
+                calls
+                    .lock()
+                    .expect("calls lock")
+                    .insert(stream_id, Entry::refused());
             }
             continue;
         }

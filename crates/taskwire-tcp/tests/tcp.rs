@@ -692,13 +692,18 @@ async fn headers_of_calls_cancelled_before_their_request_are_forgotten() {
 /// hears the GoAway and makes no new calls on the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_calls_in_flight_finish() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&started);
     let mut router = Router::new();
-    router.unary(|_ctx, ping: Ping| async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Ok(Pong {
-            nonce: ping.nonce,
-            sent_at: None,
-        })
+    router.unary(move |_ctx, ping: Ping| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(Pong {
+                nonce: ping.nonce,
+                sent_at: None,
+            })
+        }
     });
     let mut limits = TcpLimits::default();
     limits.drain_timeout(Duration::from_secs(5));
@@ -717,7 +722,13 @@ async fn shutdown_lets_calls_in_flight_finish() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shut down once every call is in its handler.
+    within(10, async {
+        while started.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     let shutdown = tokio::spawn(server.shutdown());
     for (call, nonce) in calls.into_iter().zip(1..) {
         let pong = within(10, call).await.unwrap().unwrap();
@@ -760,26 +771,32 @@ async fn a_stream_the_client_never_ended_frees_its_slot_when_dropped() {
 
 /// A request under the server's frame limit as protobuf but over it as JSON (field names,
 /// the envelope) cannot be sent on a JSON connection: the call fails with
-/// RESOURCE_EXHAUSTED instead of waiting for an answer that cannot come.
+/// RESOURCE_EXHAUSTED instead of waiting for an answer that cannot come, and the server
+/// is told to forget the call's header (more such calls than the call limit would
+/// otherwise close the connection).
 #[tokio::test]
 async fn a_request_too_large_only_as_json_fails_instead_of_hanging() {
     let mut limits = TcpLimits::default();
-    limits.max_frame_length(1024);
+    limits.max_frame_length(1024).max_concurrent_calls(2);
     let server = plaintext_server(limits, router()).await;
     let connection = plaintext_client(server.local_addr(), Codec::Json).await;
     let request = ListCheckpointsRequest {
         instance_id: "x".repeat(1000),
         ..Default::default()
     };
-    let mut stream = within(10, connection.server_stream(request, CallOptions::new()))
-        .await
-        .unwrap();
-    match within(10, stream.message()).await {
-        Err(CallError::Status(status)) => {
-            assert_eq!(status.code(), StatusCode::ResourceExhausted);
-            assert!(status.message().contains("1024"), "{}", status.message());
+    for _ in 0..4 {
+        // A deadline, so that a CallHeader goes out before the request.
+        let options = CallOptions::new().timeout(Duration::from_secs(10));
+        let mut stream = within(10, connection.server_stream(request.clone(), options))
+            .await
+            .unwrap();
+        match within(10, stream.message()).await {
+            Err(CallError::Status(status)) => {
+                assert_eq!(status.code(), StatusCode::ResourceExhausted);
+                assert!(status.message().contains("1024"), "{}", status.message());
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
     // The connection goes on.
     let small = ListCheckpointsRequest {
@@ -833,6 +850,13 @@ async fn a_bidirectional_stream_can_take_turns() {
         assert_eq!(echo, Some(JournalMessage::from(entry)));
     }
     stream.close_send().await.unwrap();
+    let late = stream
+        .send(JournalMessage::from(OutputEntry::default()))
+        .await;
+    assert!(
+        matches!(late, Err(CallError::Protocol(_))),
+        "nothing is sent after the client's side ended: {late:?}"
+    );
     let end = within(10, stream.message()).await.unwrap();
     assert!(matches!(end, Some(JournalMessage::End(_))), "{end:?}");
     assert_eq!(within(10, stream.message()).await.unwrap(), None);
