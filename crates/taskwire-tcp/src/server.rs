@@ -569,12 +569,19 @@ where
                 id if id == CancelCall::TYPE_ID => {
                     if let Ok(cancel) = CancelCall::decode(frame.body) {
                         let stream = u32::try_from(cancel.request_id).unwrap_or(0);
-                        // The client sends nothing more on the stream: its slot is free now
-                        // (the handler, if still running, is cancelled), and a header whose
-                        // request never came is forgotten.
+                        // The client sends nothing more on the stream, and a header whose
+                        // request never came is forgotten. A handler still running keeps
+                        // the slot until it has stopped: freeing it sooner would let a
+                        // peer that opens and cancels calls run any number of handlers.
                         headers.remove(&stream);
-                        if let Some(entry) = calls.lock().expect("calls lock").remove(&stream) {
+                        let mut calls = calls.lock().expect("calls lock");
+                        if let Some(entry) = calls.get_mut(&stream) {
                             entry.cancel.cancel();
+                            entry.client_open = false;
+                            entry.requests = None;
+                            if entry.done() {
+                                calls.remove(&stream);
+                            }
                         }
                     }
                 }
