@@ -640,21 +640,12 @@ where
             }
             continue;
         }
-        // A new call.
-        if drain_until.is_some() {
-            headers.remove(&stream_id);
-            let status = Status::unavailable("the server is shutting down");
-            let _ = out_tx.send(status_frame(&status, stream_id)).await;
-            if !end {
-                calls
-                    .lock()
-                    .expect("calls lock")
-                    .insert(stream_id, Entry::refused());
-            }
-            continue;
-        }
+        // A new call, unless it is refused: the server is draining, or the connection is
+        // at its call limit.
         let in_flight = calls.lock().expect("calls lock").len();
-        if in_flight >= limits.max_concurrent_calls as usize {
+        let refusal = if drain_until.is_some() {
+            Some(Status::unavailable("the server is shutting down"))
+        } else if in_flight >= limits.max_concurrent_calls as usize {
             // Refused streams the client keeps open are remembered too; a client that
             // piles them up past twice its limit ignores the limit it agreed to.
             if in_flight >= 2 * limits.max_concurrent_calls as usize {
@@ -664,11 +655,15 @@ where
                 )));
             }
             shared.stats.calls_refused.fetch_add(1, Ordering::Relaxed);
-            headers.remove(&stream_id);
-            let status = Status::resource_exhausted(format!(
+            Some(Status::resource_exhausted(format!(
                 "{in_flight} calls are in flight on this connection, the limit is {}",
                 limits.max_concurrent_calls
-            ));
+            )))
+        } else {
+            None
+        };
+        if let Some(status) = refusal {
+            headers.remove(&stream_id);
             let _ = out_tx.send(status_frame(&status, stream_id)).await;
             if !end {
                 calls
