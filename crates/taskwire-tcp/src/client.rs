@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::TcpLimits;
-use crate::wire::{WireCodec, write_frames};
+use crate::wire::{WireCodec, status_frame, write_frames};
 
 /// What a TCP client needs.
 #[derive(Clone, Debug)]
@@ -279,10 +279,7 @@ impl TcpClient {
                     let status = taskwire_rpc::Status::resource_exhausted(format!(
                         "the request could not be sent: {error}"
                     ));
-                    let mut answer =
-                        RawFrame::encode(&Frame::new(status.to_message()).end_stream());
-                    answer.stream_id = frame.stream_id;
-                    let _ = call.try_send(answer);
+                    let _ = call.try_send(status_frame(&status, frame.stream_id));
                 }
                 // The server may hold the call's header or earlier items: it forgets them.
                 Some(cancel_frame(
@@ -394,8 +391,9 @@ struct CallGuard {
     done: bool,
     /// The client has not ended its side of the stream yet.
     client_open: bool,
-    /// Held until the CancelCall (if any) is queued: the server frees the call's slot at
-    /// the CancelCall, and the client must not reuse it before.
+    /// Held until the CancelCall (if any) is queued: the server frees an answered call's
+    /// slot at the CancelCall (a running one when its handler stops), and the client must
+    /// not reuse it before.
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -740,19 +738,18 @@ impl<M: MessageSet> TcpClientStream<M> {
             self.held = None;
             cancel_frame(self.stream_id, "the client's side ends")
         } else {
-            let mut last = match self.held.take() {
+            match self.held.take() {
                 Some(item) => {
-                    let frame = RawFrame::encode(&Frame::new(item).end_stream());
+                    let mut frame = RawFrame::encode(&Frame::new(item).end_stream());
+                    frame.stream_id = self.stream_id;
                     check_frame_length(&self.inner, &frame)?;
                     frame
                 }
                 None => {
                     let ok = taskwire_rpc::Status::new(taskwire_rpc::StatusCode::Ok, "");
-                    RawFrame::encode(&Frame::new(ok.to_message()).end_stream())
+                    status_frame(&ok, self.stream_id)
                 }
-            };
-            last.stream_id = self.stream_id;
-            last
+            }
         };
         self.inner
             .writer

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::wire::{WireCodec, write_frames};
+use crate::wire::{WireCodec, status_frame, write_frames};
 use crate::{TcpError, TcpLimits};
 
 /// What a TCP server needs.
@@ -382,14 +382,6 @@ fn with_stream(mut frame: RawFrame, stream_id: u32, end: bool) -> RawFrame {
         frame.flags = frame.flags | Flags::END_STREAM;
     }
     frame
-}
-
-fn status_frame(status: &Status, stream_id: u32) -> RawFrame {
-    with_stream(
-        RawFrame::encode(&Frame::new(status.to_message())),
-        stream_id,
-        true,
-    )
 }
 
 async fn run_connection<S>(

@@ -10,6 +10,14 @@ use taskwire_proto::session::v1::Codec;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+/// The status frame, with END_STREAM, that ends `stream_id`: how a server ends a call, and
+/// how a client with no item left ends its side.
+pub(crate) fn status_frame(status: &taskwire_rpc::Status, stream_id: u32) -> RawFrame {
+    let mut frame = RawFrame::encode(&taskwire_codec::Frame::new(status.to_message()).end_stream());
+    frame.stream_id = stream_id;
+    frame
+}
+
 /// Frames already queued are coalesced into one write of about this many bytes.
 const COALESCE_BYTES: usize = 64 * 1024;
 
