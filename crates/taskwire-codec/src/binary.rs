@@ -7,6 +7,7 @@ use taskwire_proto::{MessageSet, budget, registry};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::builder::{Builder, Limits};
+use crate::chunks::ChunkWriter;
 use crate::header::{FrameHeader, HEADER_LEN};
 use crate::{CodecError, Flags, Frame};
 
@@ -157,13 +158,52 @@ impl BinaryCodec {
         body_len: usize,
         dst: &mut BytesMut,
     ) -> Result<(), CodecError> {
-        header.check()?;
-        let body_len = Limits::check(body_len as u64, self.limits.encode_limit())?;
-        dst.reserve(HEADER_LEN + body_len as usize);
+        let header = self.header_bytes(header, body_len)?;
+        dst.reserve(HEADER_LEN + body_len);
         // `extend_from_slice` is `#[inline]`, unlike `BufMut::put_slice`: the 12-byte copy
         // then compiles to two stores instead of a call to `memcpy`.
-        dst.extend_from_slice(&FrameHeader { body_len, ..header }.to_bytes());
+        dst.extend_from_slice(&header);
+        Ok(())
+    }
+
+    /// Checks `header` and the body length against the frame rules and the limit, and
+    /// gives the header's bytes.
+    #[inline(always)]
+    fn header_bytes(
+        &mut self,
+        header: FrameHeader,
+        body_len: usize,
+    ) -> Result<[u8; HEADER_LEN], CodecError> {
+        header.check()?;
+        let body_len = Limits::check(body_len as u64, self.limits.encode_limit())?;
         self.limits.first_encoded = true;
+        Ok(FrameHeader { body_len, ..header }.to_bytes())
+    }
+
+    /// Encodes `frame` as buffers appended to `chunks`, for a writer that takes several at
+    /// once, such as quinn's `write_all_chunks`. Each `bytes` field of at least
+    /// [`MIN_SHARED_LEN`](crate::MIN_SHARED_LEN) bytes is appended as the message's own
+    /// buffer instead of being copied; a frame with none is one buffer.
+    ///
+    /// Concatenated, the chunks are the bytes [`encode`](Encoder::encode) writes, under the
+    /// same checks and limits; on an error nothing is appended.
+    pub fn encode_chunks<M: MessageSet>(
+        &mut self,
+        frame: &Frame<M>,
+        chunks: &mut Vec<Bytes>,
+    ) -> Result<(), CodecError> {
+        let header = FrameHeader {
+            flags: frame.flags,
+            type_id: frame.message.type_id(),
+            stream_id: frame.stream_id,
+            body_len: 0,
+        };
+        let body_len = frame.message.body_len();
+        let header = self.header_bytes(header, body_len)?;
+        let mut writer = ChunkWriter::new(HEADER_LEN + body_len, chunks);
+        writer.put_slice(&header);
+        frame.message.encode_body(&mut writer);
+        writer.finish();
         Ok(())
     }
 }

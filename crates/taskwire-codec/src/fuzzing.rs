@@ -170,6 +170,14 @@ pub fn roundtrip_binary(frame: &Frame<AnyMessage>) {
         first,
         "binary round trip changed the frame"
     );
+    let mut chunks = Vec::new();
+    builder()
+        .first_frame_done(true)
+        .max_frame_length(u32::MAX)
+        .new_binary_codec()
+        .encode_chunks(&decoded, &mut chunks)
+        .expect("a frame that encodes encodes as chunks");
+    assert_eq!(chunks.concat(), first, "chunks differ from the frame");
 }
 
 /// JSON encode, decode, encode: the two encodings are identical. A message that has no

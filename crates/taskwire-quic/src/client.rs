@@ -21,7 +21,7 @@ use taskwire_rpc::{CallError, CallOptions, decode_answer, decode_status};
 use tokio::sync::oneshot;
 
 use crate::codes;
-use crate::wire::{FrameReader, encode, read_error, write};
+use crate::wire::{FrameReader, encode, encode_chunks, read_error, write, write_chunks};
 use crate::{Limits, QuicError};
 
 /// What a client needs: whom to reach and how to trust it.
@@ -590,12 +590,12 @@ impl Connection {
         self.check_usable()?;
         let max = self.inner.agreed.max_frame_length;
         let request_id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let mut bytes = BytesMut::new();
+        let mut chunks = Vec::new();
         if options.has_header() {
-            encode(
+            encode_chunks(
                 &Frame::new(SessionMessage::from(options.to_header(request_id))),
                 max,
-                &mut bytes,
+                &mut chunks,
             )?;
         }
         let frame = if end {
@@ -603,9 +603,9 @@ impl Connection {
         } else {
             Frame::new(first)
         };
-        encode(&frame, max, &mut bytes)?;
+        encode_chunks(&frame, max, &mut chunks)?;
         let (mut send, recv) = self.inner.connection.open_bi().await.map_err(unavailable)?;
-        write(&mut send, bytes.freeze(), end).await?;
+        write_chunks(&mut send, &mut chunks, end).await?;
         Ok(CallStream {
             send,
             reader: FrameReader::new(recv, self.inner.response_limit, false),
@@ -879,12 +879,12 @@ where
         if self.early_answer.is_some() {
             return Ok(());
         }
-        let mut bytes = BytesMut::new();
-        encode(&Frame::new(item), self.max, &mut bytes)?;
+        let mut chunks = Vec::new();
+        encode_chunks(&Frame::new(item), self.max, &mut chunks)?;
         let written = until(self.deadline, async {
             self.stream
                 .send
-                .write_chunk(bytes.freeze())
+                .write_all_chunks(&mut chunks)
                 .await
                 .map_err(unavailable)
         })
@@ -945,10 +945,10 @@ impl<M: MessageSet> BidiStream<M> {
         } else {
             Frame::new(message.into())
         };
-        let mut bytes = BytesMut::new();
-        encode(&frame, self.max, &mut bytes)?;
+        let mut chunks = Vec::new();
+        encode_chunks(&frame, self.max, &mut chunks)?;
         until(self.deadline, async {
-            write(&mut self.stream.send, bytes.freeze(), end).await
+            write_chunks(&mut self.stream.send, &mut chunks, end).await
         })
         .await
     }

@@ -65,6 +65,20 @@ pub(crate) fn encode<M: MessageSet>(
         .encode(frame, out)
 }
 
+/// Appends a typed frame as buffers for [`write_chunks`]: long `bytes` fields (an upload's
+/// chunks) stay the message's own buffers instead of being copied into the frame's.
+pub(crate) fn encode_chunks<M: MessageSet>(
+    frame: &Frame<M>,
+    max: u32,
+    chunks: &mut Vec<Bytes>,
+) -> Result<(), CodecError> {
+    Builder::new()
+        .max_frame_length(max)
+        .first_frame_done(true)
+        .new_binary_codec()
+        .encode_chunks(frame, chunks)
+}
+
 /// The status frame that ends a call.
 pub(crate) fn status_frame(status: &Status) -> RawFrame {
     let mut frame = RawFrame::encode(&Frame::new(status.to_message()));
@@ -81,6 +95,23 @@ pub(crate) async fn write(
 ) -> Result<(), CallError> {
     stream
         .write_chunk(bytes)
+        .await
+        .map_err(|e| CallError::Unavailable(format!("writing to the stream: {e}")))?;
+    if finish {
+        let _ = stream.finish();
+    }
+    Ok(())
+}
+
+/// Writes `chunks`, emptying them, and, if `finish`, ends the stream. As with [`write`],
+/// quinn keeps the buffers themselves.
+pub(crate) async fn write_chunks(
+    stream: &mut SendStream,
+    chunks: &mut [Bytes],
+    finish: bool,
+) -> Result<(), CallError> {
+    stream
+        .write_all_chunks(chunks)
         .await
         .map_err(|e| CallError::Unavailable(format!("writing to the stream: {e}")))?;
     if finish {
