@@ -332,10 +332,10 @@ fn json_decode(size: &'static str, bytes: usize) -> Vec<Workload> {
             .encode(Frame::new(InstanceMessage::from(msg.clone())), &mut framed)
             .expect("encodes");
     }
-    let framed_json = decode_batches(
-        framed.freeze(),
-        codecs().new_json_codec::<InstanceMessage>(),
-    );
+    let framed = framed.freeze();
+    let framed_json = decode_batches(framed.clone(), codecs().new_json_codec::<InstanceMessage>());
+    // Into one message type: the envelope's cost without the enum's dispatch.
+    let one_type = decode_batches(framed, codecs().new_json_codec::<CheckpointRequest>());
 
     let contiguous = body.repeat(BATCH);
     let body_len = body.len();
@@ -362,6 +362,7 @@ fn json_decode(size: &'static str, bytes: usize) -> Vec<Workload> {
         throughput,
         vec![
             ("framed-json", framed_json),
+            ("framed-json-one-type", one_type),
             ("bare-serde-json", bare_serde_json),
         ],
     )

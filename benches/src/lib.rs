@@ -67,6 +67,12 @@ pub const CODEC_COMPARISONS: &[Comparison] = &[
         goal: 0.85,
     },
     Comparison {
+        group: "json-decode",
+        ours: "framed-json-one-type",
+        peer: "bare-serde-json",
+        goal: 0.85,
+    },
+    Comparison {
         group: "json-encode",
         ours: "framed-json",
         peer: "bare-serde-json",
