@@ -371,6 +371,23 @@ pub fn check_valid(vector: &ValidVector) -> Result<(), String> {
             vector.hex
         ));
     }
+    if vector.framing == Framing::Binary {
+        // Writers that take a list of buffers (the QUIC client) must send the same bytes.
+        let mut codec = builder(Limits::default()).new_binary_codec();
+        let mut chunks = Vec::new();
+        for frame in &rebuilt {
+            codec
+                .encode_chunks(frame, &mut chunks)
+                .map_err(|e| format!("encoding as chunks failed: {e}"))?;
+        }
+        if chunks.concat() != bytes {
+            return Err(format!(
+                "encoded as chunks {}\nexpected {}",
+                hex::encode(chunks.concat()),
+                vector.hex
+            ));
+        }
+    }
     Ok(())
 }
 
