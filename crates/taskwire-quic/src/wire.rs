@@ -86,25 +86,17 @@ pub(crate) fn status_frame(status: &Status) -> RawFrame {
     frame
 }
 
-/// Writes `bytes` and, if `finish`, ends the stream. quinn keeps the buffer itself
-/// (`write_chunk`) instead of copying it into one of its own, as `write_all` would.
+/// Writes `bytes` and, if `finish`, ends the stream.
 pub(crate) async fn write(
     stream: &mut SendStream,
     bytes: Bytes,
     finish: bool,
 ) -> Result<(), CallError> {
-    stream
-        .write_chunk(bytes)
-        .await
-        .map_err(|e| CallError::Unavailable(format!("writing to the stream: {e}")))?;
-    if finish {
-        let _ = stream.finish();
-    }
-    Ok(())
+    write_chunks(stream, &mut [bytes], finish).await
 }
 
-/// Writes `chunks`, emptying them, and, if `finish`, ends the stream. As with [`write`],
-/// quinn keeps the buffers themselves.
+/// Writes `chunks`, emptying them, and, if `finish`, ends the stream. quinn keeps the
+/// buffers themselves instead of copying them into its own, as `write_all` would.
 pub(crate) async fn write_chunks(
     stream: &mut SendStream,
     chunks: &mut [Bytes],
