@@ -7,7 +7,7 @@ use taskwire_proto::{MessageSet, budget, registry};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::builder::{Builder, Limits};
-use crate::chunks::ChunkWriter;
+use crate::chunks::{ChunkWriter, MIN_SHARED_LEN};
 use crate::header::{FrameHeader, HEADER_LEN};
 use crate::{CodecError, Flags, Frame};
 
@@ -204,6 +204,34 @@ impl BinaryCodec {
         writer.put_slice(&header);
         frame.message.encode_body(&mut writer);
         writer.finish();
+        Ok(())
+    }
+
+    /// Encodes a raw frame as buffers appended to `chunks`, as
+    /// [`encode_chunks`](Self::encode_chunks) does a typed one: a body of at least
+    /// [`MIN_SHARED_LEN`] bytes is appended as the frame's own buffer, after the header; a
+    /// shorter one is copied in behind it, as one buffer.
+    pub fn encode_raw_chunks(
+        &mut self,
+        frame: &RawFrame,
+        chunks: &mut Vec<Bytes>,
+    ) -> Result<(), CodecError> {
+        let header = FrameHeader {
+            flags: frame.flags,
+            type_id: frame.type_id,
+            stream_id: frame.stream_id,
+            body_len: 0,
+        };
+        let header = self.header_bytes(header, frame.body.len())?;
+        if frame.body.len() >= MIN_SHARED_LEN {
+            chunks.push(Bytes::copy_from_slice(&header));
+            chunks.push(frame.body.clone());
+        } else {
+            let mut buffer = BytesMut::with_capacity(HEADER_LEN + frame.body.len());
+            buffer.extend_from_slice(&header);
+            buffer.extend_from_slice(&frame.body);
+            chunks.push(buffer.freeze());
+        }
         Ok(())
     }
 }

@@ -3,7 +3,9 @@
 
 use bytes::{Bytes, BytesMut};
 use taskwire_codec::tokio_util::codec::Encoder;
-use taskwire_codec::{BinaryCodec, Builder, CodecError, Frame, MIN_SHARED_LEN};
+use taskwire_codec::{
+    BinaryCodec, Builder, CodecError, Frame, HEADER_LEN, MIN_SHARED_LEN, RawFrame,
+};
 use taskwire_proto::MessageSet;
 use taskwire_proto::environment::v1::ImageUpload;
 use taskwire_proto::environment::v1::image_upload::Part;
@@ -118,4 +120,52 @@ fn chunks_append_after_what_the_list_holds() {
         chunks.concat(),
         [encoded(&first), encoded(&second)].concat()
     );
+}
+
+fn raw_chunks(frame: &RawFrame) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
+    codec()
+        .encode_raw_chunks(frame, &mut chunks)
+        .expect("encodes as chunks");
+    chunks
+}
+
+fn raw_encoded(frame: &RawFrame) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    codec().encode(frame, &mut out).expect("encodes");
+    out.to_vec()
+}
+
+#[test]
+fn a_long_raw_body_follows_its_header_uncopied() {
+    let frame = RawFrame::encode(&upload(Bytes::from(vec![7; 64 * 1024])));
+    let chunks = raw_chunks(&frame);
+    assert_eq!(chunks.len(), 2, "the header, then the body");
+    assert_eq!(chunks[0].len(), HEADER_LEN);
+    assert!(shares(&chunks, &frame.body), "the body was copied");
+    assert_eq!(chunks.concat(), raw_encoded(&frame));
+}
+
+#[test]
+fn a_short_raw_body_is_one_buffer_with_its_header() {
+    let frame = RawFrame::encode(&upload(Bytes::from_static(b"short")));
+    let chunks = raw_chunks(&frame);
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks.concat(), raw_encoded(&frame));
+}
+
+#[test]
+fn raw_chunks_obey_the_frame_limit() {
+    let frame = RawFrame::encode(&upload(Bytes::from(vec![0; 64 * 1024])));
+    let mut codec = Builder::new()
+        .first_frame_done(true)
+        .max_frame_length(1024)
+        .new_binary_codec();
+    let mut chunks = Vec::new();
+    let error = codec.encode_raw_chunks(&frame, &mut chunks).unwrap_err();
+    assert!(
+        matches!(error, CodecError::FrameTooLarge { max: 1024, .. }),
+        "{error:?}"
+    );
+    assert!(chunks.is_empty());
 }

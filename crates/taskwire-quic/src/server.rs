@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::codes;
-use crate::wire::{FrameReader, encode, encode_raw, status_frame, write};
+use crate::wire::{FrameReader, encode, encode_raw_chunks, status_frame, write, write_chunks};
 use crate::{Limits, QuicError};
 
 /// What a server needs: where to listen, its TLS configuration, its limits and what it
@@ -958,9 +958,9 @@ enum Outcome {
 }
 
 async fn fail_stream(send: &mut SendStream, mut reader: FrameReader, status: &Status) {
-    let mut bytes = BytesMut::new();
-    if encode_raw(&status_frame(status), u32::MAX, &mut bytes).is_ok() {
-        let _ = write(send, bytes.freeze(), true).await;
+    let mut chunks = Vec::new();
+    if encode_raw_chunks(&status_frame(status), u32::MAX, &mut chunks).is_ok() {
+        let _ = write_chunks(send, &mut chunks, true).await;
     }
     let _ = reader.stream_mut().stop(codes::RESET_FRAME_ERROR);
 }
@@ -979,15 +979,15 @@ async fn send_frames(
     max: u32,
     finish: bool,
 ) -> Result<(), Status> {
-    let mut bytes = BytesMut::new();
-    encode_raw(frame, max, &mut bytes).map_err(|e| match e {
+    let mut chunks = Vec::new();
+    encode_raw_chunks(frame, max, &mut chunks).map_err(|e| match e {
         CodecError::FrameTooLarge { len, max } => Status::resource_exhausted(format!(
             "the response of {len} bytes exceeds the client's frame limit of {max} bytes"
         ))
         .with_retry(taskwire_proto::session::v1::RetryHint::DoNotRetry),
         other => Status::internal(format!("encoding the response: {other}")),
     })?;
-    write(send, bytes.freeze(), finish)
+    write_chunks(send, &mut chunks, finish)
         .await
         .map_err(|e| Status::unavailable(e.to_string()))
 }

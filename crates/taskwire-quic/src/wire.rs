@@ -43,13 +43,18 @@ impl FrameReader {
     }
 }
 
-/// Appends `frame` with stream id 0 to `out`, within `max` bytes.
-pub(crate) fn encode_raw(frame: &RawFrame, max: u32, out: &mut BytesMut) -> Result<(), CodecError> {
+/// Appends a raw frame as buffers for [`write_chunks`]: a long body (a download's item)
+/// goes to quinn as it is, after the header, instead of being copied behind it.
+pub(crate) fn encode_raw_chunks(
+    frame: &RawFrame,
+    max: u32,
+    chunks: &mut Vec<Bytes>,
+) -> Result<(), CodecError> {
     Builder::new()
         .max_frame_length(max)
         .first_frame_done(true)
         .new_binary_codec()
-        .encode(frame, out)
+        .encode_raw_chunks(frame, chunks)
 }
 
 /// Appends a typed frame.

@@ -11,8 +11,9 @@ use common::{client, pki, start, within};
 use taskwire_proto::environment::v1::image_upload::{ImageManifest, Part};
 use taskwire_proto::environment::v1::{ImageUpload, RegisterImageResponse};
 use taskwire_proto::instance::v1::{
-    CheckpointSummary, InstanceEvent, ListCheckpointsRequest, RegisterInstanceRequest,
-    RegisterInstanceResponse,
+    Checkpoint, CheckpointSummary, GetCheckpointRequest, GetCheckpointResponse, InstanceEvent,
+    ListCheckpointsRequest, RegisterInstanceRequest, RegisterInstanceResponse, Signal,
+    SubscribeSignalsRequest,
 };
 use taskwire_proto::journal::v1::{End, OutputEntry, Start, Suspension};
 use taskwire_proto::registry::JournalMessage;
@@ -118,6 +119,63 @@ async fn a_server_stream_delivers_every_item_then_ends() {
         sequences.push(item.sequence);
     }
     assert_eq!(sequences, (0..500).collect::<Vec<u64>>());
+}
+
+/// Responses with long `bytes` fields go out as the header and the body's own buffer;
+/// they must arrive whole, as a unary answer and as stream items.
+#[tokio::test]
+async fn long_responses_arrive_whole() {
+    let pki = pki();
+    let state = bytes::Bytes::from((0..=255u8).cycle().take(256 * 1024).collect::<Vec<u8>>());
+    let payload = bytes::Bytes::from(vec![0xa5; 64 * 1024]);
+    let mut router = Router::new();
+    let answer = state.clone();
+    router.unary(move |_ctx, _request: GetCheckpointRequest| {
+        let state = answer.clone();
+        async move {
+            Ok(GetCheckpointResponse {
+                checkpoint: Some(Checkpoint {
+                    state,
+                    ..Default::default()
+                }),
+            })
+        }
+    });
+    let items = payload.clone();
+    router.server_streaming(move |_ctx, _request: SubscribeSignalsRequest, sink| {
+        let payload = items.clone();
+        async move {
+            for n in 0..3 {
+                sink.send(Signal {
+                    signal_id: format!("s{n}"),
+                    payload: payload.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            }
+            Ok(())
+        }
+    });
+    let server = start(&pki, Limits::default(), router);
+    let connection = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    let response = within(10, connection.call(GetCheckpointRequest::default()))
+        .await
+        .unwrap();
+    assert_eq!(response.checkpoint.unwrap().state, state);
+    let mut stream = within(
+        10,
+        connection.server_stream(SubscribeSignalsRequest::default(), CallOptions::new()),
+    )
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    while let Some(signal) = within(10, stream.message()).await.unwrap() {
+        assert_eq!(signal.payload, payload);
+        ids.push(signal.signal_id);
+    }
+    assert_eq!(ids, ["s0", "s1", "s2"]);
 }
 
 #[tokio::test]
