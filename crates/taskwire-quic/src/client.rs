@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 use quinn::{Endpoint, RecvStream, SendStream};
 use rand::Rng as _;
@@ -468,6 +468,8 @@ impl std::fmt::Debug for Connection {
 struct CallStream {
     send: SendStream,
     reader: FrameReader,
+    /// The buffers of the frame being written, kept between writes for their capacity.
+    chunks: Vec<Bytes>,
     done: bool,
     /// Keeps the connection open while the call is in use, even after every
     /// [`Connection`] handle is dropped.
@@ -606,9 +608,11 @@ impl Connection {
         encode_chunks(&frame, max, &mut chunks)?;
         let (mut send, recv) = self.inner.connection.open_bi().await.map_err(unavailable)?;
         write_chunks(&mut send, &mut chunks, end).await?;
+        chunks.clear();
         Ok(CallStream {
             send,
             reader: FrameReader::new(recv, self.inner.response_limit, false),
+            chunks,
             done: false,
             _connection: Arc::clone(&self.inner),
         })
@@ -879,16 +883,16 @@ where
         if self.early_answer.is_some() {
             return Ok(());
         }
-        let mut chunks = Vec::new();
-        encode_chunks(&Frame::new(item), self.max, &mut chunks)?;
+        encode_chunks(&Frame::new(item), self.max, &mut self.stream.chunks)?;
         let written = until(self.deadline, async {
             self.stream
                 .send
-                .write_all_chunks(&mut chunks)
+                .write_all_chunks(&mut self.stream.chunks)
                 .await
                 .map_err(unavailable)
         })
         .await;
+        self.stream.chunks.clear();
         if written.is_err() {
             // The server may have answered early (a refused upload): its status is the
             // better error.
@@ -945,12 +949,13 @@ impl<M: MessageSet> BidiStream<M> {
         } else {
             Frame::new(message.into())
         };
-        let mut chunks = Vec::new();
-        encode_chunks(&frame, self.max, &mut chunks)?;
-        until(self.deadline, async {
-            write_chunks(&mut self.stream.send, &mut chunks, end).await
+        encode_chunks(&frame, self.max, &mut self.stream.chunks)?;
+        let written = until(self.deadline, async {
+            write_chunks(&mut self.stream.send, &mut self.stream.chunks, end).await
         })
-        .await
+        .await;
+        self.stream.chunks.clear();
+        written
     }
 
     /// The next message from the server; `Ok(None)` when it ended the stream. A status

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
 use taskwire_codec::{CodecError, Flags, Frame, RawFrame};
@@ -973,23 +973,27 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
+/// Writes one frame through `chunks`, which is left empty, its capacity kept for the next.
 async fn send_frames(
     send: &mut SendStream,
+    chunks: &mut Vec<Bytes>,
     frame: &RawFrame,
     max: u32,
     finish: bool,
 ) -> Result<(), Status> {
-    let mut chunks = Vec::new();
-    encode_raw_chunks(frame, max, &mut chunks).map_err(|e| match e {
+    chunks.clear();
+    encode_raw_chunks(frame, max, chunks).map_err(|e| match e {
         CodecError::FrameTooLarge { len, max } => Status::resource_exhausted(format!(
             "the response of {len} bytes exceeds the client's frame limit of {max} bytes"
         ))
         .with_retry(taskwire_proto::session::v1::RetryHint::DoNotRetry),
         other => Status::internal(format!("encoding the response: {other}")),
     })?;
-    write_chunks(send, &mut chunks, finish)
+    let written = write_chunks(send, chunks, finish)
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))
+        .map_err(|e| Status::unavailable(e.to_string()));
+    chunks.clear();
+    written
 }
 
 /// Ends a call with its answer or its status.
@@ -997,14 +1001,21 @@ async fn answer(send: &mut SendStream, result: Result<RawFrame, Status>, max: u3
     let outcome = match result {
         Ok(mut frame) => {
             frame.flags = frame.flags | Flags::END_STREAM;
-            match send_frames(send, &frame, max, true).await {
+            match send_frames(send, &mut Vec::new(), &frame, max, true).await {
                 Ok(()) => return Outcome::Answered,
                 Err(status) => status,
             }
         }
         Err(status) => status,
     };
-    let _ = send_frames(send, &status_frame(&outcome), u32::MAX, true).await;
+    let _ = send_frames(
+        send,
+        &mut Vec::new(),
+        &status_frame(&outcome),
+        u32::MAX,
+        true,
+    )
+    .await;
     Outcome::Failed(outcome)
 }
 
@@ -1046,13 +1057,15 @@ async fn pump_responses(
     max: u32,
 ) -> Outcome {
     let mut run = pin!(run);
+    // One list of buffers for every item: no allocation per item.
+    let mut chunks = Vec::new();
     let mut result = None;
     loop {
         tokio::select! {
             biased;
             frame = responses.recv() => match frame {
                 Some(frame) => {
-                    if let Err(status) = send_frames(send, &frame, max, false).await {
+                    if let Err(status) = send_frames(send, &mut chunks, &frame, max, false).await {
                         return Outcome::Failed(status);
                     }
                 }
@@ -1073,7 +1086,7 @@ async fn pump_responses(
             Outcome::Answered
         }
         Err(status) => {
-            let _ = send_frames(send, &status_frame(&status), u32::MAX, true).await;
+            let _ = send_frames(send, &mut chunks, &status_frame(&status), u32::MAX, true).await;
             Outcome::Failed(status)
         }
     }
@@ -1166,7 +1179,14 @@ async fn drive(
         Ended::Deadline => {
             let status =
                 Status::deadline_exceeded("the call's deadline passed before the handler answered");
-            let _ = send_frames(send, &status_frame(&status), u32::MAX, true).await;
+            let _ = send_frames(
+                send,
+                &mut Vec::new(),
+                &status_frame(&status),
+                u32::MAX,
+                true,
+            )
+            .await;
             Outcome::Failed(status)
         }
         Ended::Stopped => {
