@@ -21,7 +21,8 @@ pub const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(0x05);
 /// events (streams opened and reset, empty frames).
 pub const CLOSE_LIMIT_EXCEEDED: VarInt = VarInt::from_u32(0x06);
 
-/// The caller cancelled the call (dropped it, or its deadline passed).
+/// The caller cancelled the call (dropped it, or its deadline passed); from the server, the
+/// call's deadline passed in the middle of a response frame (`docs/protocol.md` §13).
 pub const RESET_CANCELLED: VarInt = VarInt::from_u32(0x10);
 /// The stream carried a frame that could not be decoded or was over the limit.
 pub const RESET_FRAME_ERROR: VarInt = VarInt::from_u32(0x11);

@@ -973,49 +973,73 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
-/// Writes one frame through `chunks`, which is left empty, its capacity kept for the next.
-async fn send_frames(
-    send: &mut SendStream,
-    chunks: &mut Vec<Bytes>,
-    frame: &RawFrame,
-    max: u32,
-    finish: bool,
-) -> Result<(), Status> {
-    chunks.clear();
-    encode_raw_chunks(frame, max, chunks).map_err(|e| match e {
-        CodecError::FrameTooLarge { len, max } => Status::resource_exhausted(format!(
-            "the response of {len} bytes exceeds the client's frame limit of {max} bytes"
-        ))
-        .with_retry(taskwire_proto::session::v1::RetryHint::DoNotRetry),
-        other => Status::internal(format!("encoding the response: {other}")),
-    })?;
-    let written = write_chunks(send, chunks, finish)
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()));
-    chunks.clear();
-    written
+/// Writes a call's response frames, and knows whether one is half written.
+///
+/// A frame is cut short when the call ends in the middle of writing it (its deadline
+/// passes while the client reads nothing); after that, only a reset may follow, never a
+/// status frame, which the client would read as the rest of the cut frame.
+struct Responder<'a> {
+    send: &'a mut SendStream,
+    /// The buffers of the frame being written, kept between frames for their capacity.
+    chunks: Vec<Bytes>,
+    mid_frame: bool,
+}
+
+impl<'a> Responder<'a> {
+    fn new(send: &'a mut SendStream) -> Self {
+        Responder {
+            send,
+            chunks: Vec::new(),
+            mid_frame: false,
+        }
+    }
+
+    /// Writes one frame and, if `finish`, ends the stream.
+    async fn send(&mut self, frame: &RawFrame, max: u32, finish: bool) -> Result<(), Status> {
+        self.chunks.clear();
+        encode_raw_chunks(frame, max, &mut self.chunks).map_err(|e| match e {
+            CodecError::FrameTooLarge { len, max } => Status::resource_exhausted(format!(
+                "the response of {len} bytes exceeds the client's frame limit of {max} bytes"
+            ))
+            .with_retry(taskwire_proto::session::v1::RetryHint::DoNotRetry),
+            other => Status::internal(format!("encoding the response: {other}")),
+        })?;
+        self.mid_frame = true;
+        let written = write_chunks(self.send, &mut self.chunks, finish)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()));
+        self.mid_frame = false;
+        self.chunks.clear();
+        written
+    }
+
+    /// Ends the call with `status`: a status frame, or a reset if a frame is cut short.
+    async fn fail(&mut self, status: &Status) {
+        if self.mid_frame {
+            let _ = self.send.reset(codes::RESET_CANCELLED);
+        } else {
+            let _ = self.send(&status_frame(status), u32::MAX, true).await;
+        }
+    }
 }
 
 /// Ends a call with its answer or its status.
-async fn answer(send: &mut SendStream, result: Result<RawFrame, Status>, max: u32) -> Outcome {
+async fn answer(
+    responder: &mut Responder<'_>,
+    result: Result<RawFrame, Status>,
+    max: u32,
+) -> Outcome {
     let outcome = match result {
         Ok(mut frame) => {
             frame.flags = frame.flags | Flags::END_STREAM;
-            match send_frames(send, &mut Vec::new(), &frame, max, true).await {
+            match responder.send(&frame, max, true).await {
                 Ok(()) => return Outcome::Answered,
                 Err(status) => status,
             }
         }
         Err(status) => status,
     };
-    let _ = send_frames(
-        send,
-        &mut Vec::new(),
-        &status_frame(&outcome),
-        u32::MAX,
-        true,
-    )
-    .await;
+    responder.fail(&outcome).await;
     Outcome::Failed(outcome)
 }
 
@@ -1051,21 +1075,19 @@ async fn pump_requests(mut reader: FrameReader, requests: mpsc::Sender<Result<Ra
 
 /// Forwards a handler's response frames onto the stream until the handler finishes.
 async fn pump_responses(
-    send: &mut SendStream,
+    responder: &mut Responder<'_>,
     mut responses: mpsc::Receiver<RawFrame>,
     run: futures::future::BoxFuture<'static, Result<(), Status>>,
     max: u32,
 ) -> Outcome {
     let mut run = pin!(run);
-    // One list of buffers for every item: no allocation per item.
-    let mut chunks = Vec::new();
     let mut result = None;
     loop {
         tokio::select! {
             biased;
             frame = responses.recv() => match frame {
                 Some(frame) => {
-                    if let Err(status) = send_frames(send, &mut chunks, &frame, max, false).await {
+                    if let Err(status) = responder.send(&frame, max, false).await {
                         return Outcome::Failed(status);
                     }
                 }
@@ -1082,11 +1104,11 @@ async fn pump_responses(
         Ok(()) => {
             // END_STREAM on an empty closing frame is not possible without a message, so
             // the stream's FIN marks the end of a successful stream.
-            let _ = send.finish();
+            let _ = responder.send.finish();
             Outcome::Answered
         }
         Err(status) => {
-            let _ = send_frames(send, &mut chunks, &status_frame(&status), u32::MAX, true).await;
+            responder.fail(&status).await;
             Outcome::Failed(status)
         }
     }
@@ -1105,26 +1127,28 @@ async fn drive(
     let stopped = send.stopped();
     let one_way = matches!(dispatch, Dispatch::OneWay(_));
     let mut reader = Some(reader);
+    let mut responder = Responder::new(send);
     let work = async {
+        let responder = &mut responder;
         match dispatch {
-            Dispatch::Rejected(status) => answer(send, Err(status), max).await,
+            Dispatch::Rejected(status) => answer(responder, Err(status), max).await,
             Dispatch::OneWay(run) => {
                 run.await;
-                let _ = send.finish();
+                let _ = responder.send.finish();
                 Outcome::Answered
             }
             Dispatch::Unary(run) => {
                 let result = run.await;
-                answer(send, result, max).await
+                answer(responder, result, max).await
             }
             Dispatch::ServerStreaming { run, responses } => {
-                pump_responses(send, responses, run, max).await
+                pump_responses(responder, responses, run, max).await
             }
             Dispatch::ClientStreaming { run, requests } => {
                 let pump = tokio::spawn(pump_requests(reader.take().expect("reader"), requests));
                 let result = run.await;
                 pump.abort();
-                answer(send, result, max).await
+                answer(responder, result, max).await
             }
             Dispatch::Bidi {
                 run,
@@ -1132,13 +1156,13 @@ async fn drive(
                 responses,
             } => {
                 let pump = tokio::spawn(pump_requests(reader.take().expect("reader"), requests));
-                let outcome = pump_responses(send, responses, run, max).await;
+                let outcome = pump_responses(responder, responses, run, max).await;
                 pump.abort();
                 outcome
             }
             _ => {
                 answer(
-                    send,
+                    responder,
                     Err(Status::unimplemented("unsupported call shape")),
                     max,
                 )
@@ -1179,18 +1203,11 @@ async fn drive(
         Ended::Deadline => {
             let status =
                 Status::deadline_exceeded("the call's deadline passed before the handler answered");
-            let _ = send_frames(
-                send,
-                &mut Vec::new(),
-                &status_frame(&status),
-                u32::MAX,
-                true,
-            )
-            .await;
+            responder.fail(&status).await;
             Outcome::Failed(status)
         }
         Ended::Stopped => {
-            let _ = send.reset(codes::RESET_CANCELLED);
+            let _ = responder.send.reset(codes::RESET_CANCELLED);
             Outcome::Cancelled
         }
     }

@@ -653,3 +653,59 @@ async fn a_connection_dropped_without_being_served_closes() {
     .await;
     assert!(!connection.is_usable());
 }
+
+/// A deadline that passes while the server is still writing a response frame (its client
+/// reads nothing, so the frame outgrows the server's send window) must not be followed by
+/// a status frame: the client would read the status as the rest of the cut frame. The
+/// server resets the stream instead; a deadline between frames still gets its status.
+#[tokio::test]
+async fn a_deadline_in_the_middle_of_a_response_frame_resets_the_stream() {
+    use taskwire_proto::instance::v1::{Checkpoint, GetCheckpointRequest, GetCheckpointResponse};
+    let pki = pki();
+    let mut router = Router::new();
+    router.unary(|_ctx, _request: GetCheckpointRequest| async move {
+        Ok(GetCheckpointResponse {
+            checkpoint: Some(Checkpoint {
+                // Over the server's 8 MiB send window: the write waits for the client.
+                state: vec![7u8; 12 << 20].into(),
+                ..Default::default()
+            }),
+        })
+    });
+    let server = start(&pki, Limits::default(), router);
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024));
+    let connection = raw_connect_with(&pki, server.local_addr(), transport).await;
+    let (mut control, _control_recv) = connection.open_bi().await.unwrap();
+    control
+        .write_all(&frame_bytes(
+            ClientSession::default().hello(Codec::Protobuf),
+        ))
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let header = taskwire_rpc::CallOptions::new()
+        .timeout(Duration::from_millis(300))
+        .to_header(1);
+    send.write_all(
+        &[
+            frame_bytes(header),
+            frame_bytes(GetCheckpointRequest::default()),
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    send.finish().unwrap();
+    // Read nothing until well past the deadline.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    match within(10, recv.read_to_end(16 << 20)).await {
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
+            assert_eq!(code, codes::RESET_CANCELLED);
+        }
+        other => panic!(
+            "expected the stream reset, got {:?}",
+            other.map(|b| b.len())
+        ),
+    }
+}
