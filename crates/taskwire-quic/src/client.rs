@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -12,11 +12,11 @@ use quinn::{Endpoint, RecvStream, SendStream};
 use rand::Rng as _;
 use taskwire_codec::{Frame, RawFrame};
 use taskwire_proto::registry::SessionMessage;
-use taskwire_proto::session::v1::{
-    Codec, GoAway, Negotiated, Ping, Pong, Refused, Status as StatusMessage,
-};
+use taskwire_proto::session::v1::{Codec, GoAway, Ping, Pong, Status as StatusMessage};
 use taskwire_proto::{MessageSet, Rpc, WireMessage};
-use taskwire_rpc::session::{Agreed, ClientSession, agreed};
+use taskwire_rpc::session::{
+    Agreed, ClientSession, DEFAULT_MAX_CONCURRENT_CALLS, PROTOCOL_VERSION, agreed,
+};
 use taskwire_rpc::{CallError, CallOptions, decode_answer, decode_status};
 use tokio::sync::oneshot;
 
@@ -197,7 +197,109 @@ impl QuicClient {
     /// # }
     /// ```
     pub async fn connect(&self) -> Result<Connection, CallError> {
-        let limits = self.config.limits;
+        let connection = self.handshake().await?;
+        let negotiation = async {
+            let (send, mut reader) = self.send_hello(&connection).await?;
+            let agreed = read_answer(&mut reader).await?;
+            Ok::<_, CallError>((agreed, send, reader))
+        };
+        let (agreed, control_send, control_reader) =
+            tokio::time::timeout(self.config.limits.hello_timeout, negotiation)
+                .await
+                .map_err(|_| hello_timed_out())??;
+        let inner = self.inner(connection, control_send);
+        let _ = inner.agreed.set(agreed);
+        tokio::spawn(control_loop(Arc::downgrade(&inner), control_reader));
+        Ok(Connection { inner })
+    }
+
+    /// Makes a new connection and sends its Hello without waiting for the answer: calls
+    /// made on the connection at once go out right behind the Hello, which saves the round
+    /// trip [`connect`](Self::connect) waits for. The server reads them only once it has
+    /// accepted the session (`docs/protocol.md` §13).
+    ///
+    /// The returned [`Negotiation`] resolves to the agreed limits, or to the refusal; if the
+    /// server refuses, the calls made meanwhile fail as the connection closes. Until the
+    /// answer arrives, [`Connection::agreed`] gives the limits calls are held to: frames up to
+    /// 64 KiB, the default limit of a Hello.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # fn tls() -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), taskwire_tls::TlsError> {
+    /// #     use taskwire_tls::{CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams, ServerConfigBuilder};
+    /// #     let ca = CertificateAuthority::generate(&CaParams::new("example CA"))?;
+    /// #     let cert = ca.issue_server(&ServerCertParams::new(["localhost"]))?;
+    /// #     let server = ServerConfigBuilder::new(cert.credentials()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     let client = ClientConfigBuilder::new(ca.ca_bundle()?)
+    /// #         .alpn_protocols([taskwire_quic::ALPN]).tls13_only(true).build()?;
+    /// #     Ok((Arc::new(server), Arc::new(client)))
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (server_tls, client_tls) = tls()?;
+    /// use taskwire_proto::session::v1::Ping;
+    /// use taskwire_quic::{ClientConfig, QuicClient, QuicServer, ServerConfig};
+    /// use taskwire_rpc::Router;
+    ///
+    /// let mut router = Router::new();
+    /// router.unary(|_ctx, ping: Ping| async move {
+    ///     Ok(taskwire_proto::session::v1::Pong { nonce: ping.nonce, sent_at: None })
+    /// });
+    /// let server = QuicServer::new(ServerConfig::new("127.0.0.1:0".parse()?, server_tls))?
+    ///     .serve(router);
+    /// let client = QuicClient::new(ClientConfig::new(server.local_addr(), "localhost", client_tls))?;
+    ///
+    /// let (connection, negotiation) = client.connect_pipelined().await?;
+    /// let pong = connection.call(Ping { nonce: 7, sent_at: None }).await?; // behind the Hello
+    /// assert_eq!(pong.nonce, 7);
+    /// assert_eq!(negotiation.await?, connection.agreed());
+    /// server.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_pipelined(&self) -> Result<(Connection, Negotiation), CallError> {
+        let connection = self.handshake().await?;
+        let (control_send, mut reader) = tokio::time::timeout(
+            self.config.limits.hello_timeout,
+            self.send_hello(&connection),
+        )
+        .await
+        .map_err(|_| hello_timed_out())??;
+        let inner = self.inner(connection, control_send);
+        let (tx, rx) = oneshot::channel();
+        let hello_timeout = self.config.limits.hello_timeout;
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let answer = tokio::time::timeout(hello_timeout, read_answer(&mut reader))
+                .await
+                .unwrap_or_else(|_| Err(hello_timed_out()));
+            let Some(inner) = weak.upgrade() else {
+                let _ = tx.send(answer);
+                return;
+            };
+            match answer {
+                Ok(agreed) => {
+                    let _ = inner.agreed.set(agreed);
+                    drop(inner);
+                    let _ = tx.send(Ok(agreed));
+                    control_loop(weak, reader).await;
+                }
+                Err(error) => {
+                    // A refusing server closes the connection itself; any other failure
+                    // leaves a session that can never be agreed.
+                    inner
+                        .connection
+                        .close(codes::CLOSE_PROTOCOL_VIOLATION, b"no session agreed");
+                    let _ = tx.send(Err(error));
+                }
+            }
+        });
+        Ok((Connection { inner }, Negotiation { answer: rx }))
+    }
+
+    /// The QUIC and TLS handshakes, within the handshake timeout.
+    async fn handshake(&self) -> Result<quinn::Connection, CallError> {
         let connecting = self
             .endpoint
             .connect_with(
@@ -208,7 +310,7 @@ impl QuicClient {
             .map_err(|e| {
                 CallError::Unavailable(format!("connecting to {}: {e}", self.config.server_addr))
             })?;
-        let connection = tokio::time::timeout(limits.handshake_timeout, connecting)
+        tokio::time::timeout(self.config.limits.handshake_timeout, connecting)
             .await
             .map_err(|_| {
                 CallError::Unavailable(format!(
@@ -221,57 +323,40 @@ impl QuicClient {
                     "TLS handshake with {}: {e}",
                     self.config.server_addr
                 ))
-            })?;
-        let negotiation = async {
-            let (mut send, recv) = connection
-                .open_bi()
-                .await
-                .map_err(|e| CallError::Unavailable(format!("opening the control stream: {e}")))?;
-            let mut bytes = BytesMut::new();
-            let hello = self.config.session.hello(Codec::Protobuf);
-            encode(
-                &Frame::new(SessionMessage::from(hello)),
-                limits.max_hello_length,
-                &mut bytes,
-            )?;
-            write(&mut send, bytes.freeze(), false).await?;
-            let mut reader = FrameReader::new(recv, limits.max_frame_length, false);
-            let frame = reader.next().await.map_err(read_error)?.ok_or_else(|| {
-                CallError::Unavailable(
-                    "the server closed the control stream without answering the Hello".into(),
-                )
-            })?;
-            let answer = match frame.decode::<SessionMessage>()?.message {
-                SessionMessage::Negotiated(n) => Ok(n),
-                SessionMessage::Refused(r) => Err(r),
-                other => {
-                    return Err(CallError::Protocol(format!(
-                        "the server answered the Hello with {}",
-                        other.name()
-                    )));
-                }
-            };
-            let negotiated: Result<Negotiated, Refused> = answer;
-            let agreed = agreed(negotiated)?;
-            Ok::<_, CallError>((agreed, send, reader))
-        };
-        let (agreed, control_send, control_reader) =
-            tokio::time::timeout(limits.hello_timeout, negotiation)
-                .await
-                .map_err(|_| {
-                    CallError::Unavailable("the server did not answer the Hello in time".into())
-                })??;
-        let inner = Arc::new(Inner {
+            })
+    }
+
+    /// Opens the control stream and writes the Hello on it.
+    async fn send_hello(
+        &self,
+        connection: &quinn::Connection,
+    ) -> Result<(SendStream, FrameReader), CallError> {
+        let limits = self.config.limits;
+        let (mut send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| CallError::Unavailable(format!("opening the control stream: {e}")))?;
+        let mut bytes = BytesMut::new();
+        let hello = self.config.session.hello(Codec::Protobuf);
+        encode(
+            &Frame::new(SessionMessage::from(hello)),
+            limits.max_hello_length,
+            &mut bytes,
+        )?;
+        write(&mut send, bytes.freeze(), false).await?;
+        Ok((send, FrameReader::new(recv, limits.max_frame_length, false)))
+    }
+
+    fn inner(&self, connection: quinn::Connection, control: SendStream) -> Arc<Inner> {
+        Arc::new(Inner {
             connection,
-            agreed,
+            agreed: OnceLock::new(),
             next_request_id: AtomicU64::new(1),
             going_away: AtomicBool::new(false),
             response_limit: self.config.session.max_frame_length,
-            control: tokio::sync::Mutex::new(control_send),
+            control: tokio::sync::Mutex::new(control),
             pongs: Mutex::new(Vec::new()),
-        });
-        tokio::spawn(control_loop(Arc::downgrade(&inner), control_reader));
-        Ok(Connection { inner })
+        })
     }
 
     /// The cached connection if it is alive; otherwise a new one, retried with
@@ -398,15 +483,80 @@ impl QuicClient {
     }
 }
 
+/// Reads the server's answer to the Hello.
+async fn read_answer(reader: &mut FrameReader) -> Result<Agreed, CallError> {
+    let frame = reader.next().await.map_err(read_error)?.ok_or_else(|| {
+        CallError::Unavailable(
+            "the server closed the control stream without answering the Hello".into(),
+        )
+    })?;
+    let answer = match frame.decode::<SessionMessage>()?.message {
+        SessionMessage::Negotiated(n) => Ok(n),
+        SessionMessage::Refused(r) => Err(r),
+        other => {
+            return Err(CallError::Protocol(format!(
+                "the server answered the Hello with {}",
+                other.name()
+            )));
+        }
+    };
+    agreed(answer)
+}
+
+fn hello_timed_out() -> CallError {
+    CallError::Unavailable("the server did not answer the Hello in time".into())
+}
+
+/// The limits a pipelining client holds its calls to until the server's answer arrives:
+/// frames up to the first-frame limit, the default limit of a Hello (`docs/protocol.md`
+/// §13).
+const BEFORE_NEGOTIATED: Agreed = Agreed {
+    version: PROTOCOL_VERSION,
+    max_frame_length: taskwire_codec::DEFAULT_MAX_FIRST_FRAME_LENGTH,
+    max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+};
+
+/// The server's answer to a pipelined connection's Hello (see
+/// [`QuicClient::connect_pipelined`]): the agreed limits, or the refusal.
+#[derive(Debug)]
+pub struct Negotiation {
+    answer: oneshot::Receiver<Result<Agreed, CallError>>,
+}
+
+impl Future for Negotiation {
+    type Output = Result<Agreed, CallError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.answer).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                Err(CallError::Unavailable(
+                    "the connection ended before the server answered the Hello".into(),
+                ))
+            })
+        })
+    }
+}
+
 struct Inner {
     connection: quinn::Connection,
-    agreed: Agreed,
+    /// Set once the server's Negotiated arrives; before that (a pipelined connection),
+    /// calls are held to [`BEFORE_NEGOTIATED`].
+    agreed: OnceLock<Agreed>,
     next_request_id: AtomicU64,
     going_away: AtomicBool,
     /// The client's own frame limit, announced in its Hello, bounds what it reads.
     response_limit: u32,
     control: tokio::sync::Mutex<SendStream>,
     pongs: Mutex<Vec<(u64, oneshot::Sender<()>)>>,
+}
+
+impl Inner {
+    fn agreed(&self) -> Agreed {
+        self.agreed.get().copied().unwrap_or(BEFORE_NEGOTIATED)
+    }
 }
 
 /// The last [`Connection`] handle and the last call stream are gone: the connection
@@ -458,7 +608,7 @@ impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("remote", &self.inner.connection.remote_address())
-            .field("agreed", &self.inner.agreed)
+            .field("agreed", &self.inner.agreed.get())
             .finish()
     }
 }
@@ -499,9 +649,11 @@ fn unavailable(error: impl std::fmt::Display) -> CallError {
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Connection {
-    /// The limits negotiated for this connection.
+    /// The limits negotiated for this connection; on a pipelined connection whose
+    /// Negotiated has not arrived yet, the limits its calls are held to until then (see
+    /// [`QuicClient::connect_pipelined`]).
     pub fn agreed(&self) -> Agreed {
-        self.inner.agreed
+        self.inner.agreed()
     }
 
     /// Whether new calls can be made: the connection is open and the server has not
@@ -590,7 +742,7 @@ impl Connection {
         end: bool,
     ) -> Result<CallStream, CallError> {
         self.check_usable()?;
-        let max = self.inner.agreed.max_frame_length;
+        let max = self.inner.agreed().max_frame_length;
         let request_id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
         let mut chunks = Vec::new();
         if options.has_header() {
@@ -753,7 +905,7 @@ impl Connection {
         Ok(ClientStream {
             stream,
             deadline,
-            max: self.inner.agreed.max_frame_length,
+            max: self.inner.agreed().max_frame_length,
             early_answer: None,
             _items: std::marker::PhantomData,
         })
@@ -771,7 +923,7 @@ impl Connection {
         Ok(BidiStream {
             stream,
             deadline,
-            max: self.inner.agreed.max_frame_length,
+            max: self.inner.agreed().max_frame_length,
             finished: false,
             _items: std::marker::PhantomData,
         })

@@ -88,7 +88,7 @@ mod server;
 mod wire;
 
 pub use client::{
-    BidiStream, ClientConfig, ClientStream, Connection, QuicClient, ReconnectPolicy,
+    BidiStream, ClientConfig, ClientStream, Connection, Negotiation, QuicClient, ReconnectPolicy,
     ResponseStream, send_request,
 };
 pub use limits::Limits;

@@ -709,3 +709,131 @@ async fn a_deadline_in_the_middle_of_a_response_frame_resets_the_stream() {
         ),
     }
 }
+
+/// Reads one binary frame off a raw stream: its header, then its body.
+async fn read_raw_frame(recv: &mut quinn::RecvStream) -> (u16, Vec<u8>) {
+    let mut head = [0u8; taskwire_codec::HEADER_LEN];
+    recv.read_exact(&mut head).await.unwrap();
+    let header = taskwire_codec::FrameHeader::parse(&head).unwrap();
+    let mut body = vec![0; header.body_len as usize];
+    recv.read_exact(&mut body).await.unwrap();
+    (header.type_id, body)
+}
+
+/// A pipelined client's first call reaches the server before the server has answered the
+/// Hello: this hand-written server reads the call's request first, then sends Negotiated,
+/// then answers the call. A client that waited for Negotiated would never send it.
+#[tokio::test]
+async fn a_pipelined_call_reaches_the_server_before_it_answers_the_hello() {
+    use prost::Message as _;
+    use taskwire_codec::tokio_util::codec::Encoder as _;
+    use taskwire_proto::WireMessage as _;
+    use taskwire_proto::session::v1::Negotiated;
+
+    let pki = pki();
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(Arc::clone(&pki.server)).unwrap();
+    let endpoint = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        common::localhost(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let connection = endpoint.accept().await.unwrap().await.unwrap();
+        let (mut control_send, mut control_recv) = connection.accept_bi().await.unwrap();
+        let (hello, _) = read_raw_frame(&mut control_recv).await;
+        assert_eq!(hello, Hello::TYPE_ID);
+        // The call, before any answer to the Hello.
+        let (mut call_send, mut call_recv) = connection.accept_bi().await.unwrap();
+        let (type_id, body) = read_raw_frame(&mut call_recv).await;
+        assert_eq!(type_id, Ping::TYPE_ID);
+        let ping = Ping::decode(body.as_slice()).unwrap();
+        let negotiated = Negotiated {
+            version: 1,
+            max_frame_length: 1 << 20,
+            max_concurrent_calls: 8,
+            ..Default::default()
+        };
+        control_send
+            .write_all(&frame_bytes(negotiated))
+            .await
+            .unwrap();
+        let mut answer = bytes::BytesMut::new();
+        taskwire_codec::Builder::new()
+            .first_frame_done(true)
+            .new_binary_codec()
+            .encode(
+                taskwire_codec::Frame::new(Pong {
+                    nonce: ping.nonce,
+                    sent_at: None,
+                })
+                .end_stream(),
+                &mut answer,
+            )
+            .unwrap();
+        call_send.write_all(&answer).await.unwrap();
+        call_send.finish().unwrap();
+        connection.closed().await;
+    });
+
+    let client = client(&pki, addr);
+    let (connection, negotiation) = within(10, client.connect_pipelined()).await.unwrap();
+    // The server answers the Hello only after the Ping below: until then, calls are held
+    // to the first-frame limit (64 KiB).
+    assert_eq!(connection.agreed().max_frame_length, 64 * 1024);
+    let too_large = taskwire_proto::instance::v1::CheckpointRequest {
+        state: vec![0; 100 * 1024].into(),
+        ..Default::default()
+    };
+    let refused = within(10, connection.call(too_large)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(CallError::Codec(
+                taskwire_codec::CodecError::FrameTooLarge { max: 65536, .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    let pong = within(
+        10,
+        connection.call(Ping {
+            nonce: 9,
+            sent_at: None,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pong.nonce, 9);
+    let agreed = within(10, negotiation).await.unwrap();
+    assert_eq!(agreed.max_frame_length, 1 << 20);
+    assert_eq!(connection.agreed(), agreed);
+    connection.close();
+    within(10, server).await.unwrap();
+}
+
+/// A server that refuses a pipelined connection: the Negotiation gives the refusal, and a
+/// call made behind the Hello fails instead of waiting.
+#[tokio::test]
+async fn a_refused_pipelined_connection_reports_the_refusal_and_fails_its_calls() {
+    let pki = pki();
+    let mut config = ServerConfig::new(common::localhost(), Arc::clone(&pki.server));
+    config.admission = Some(Admission::new(|_peer, _hello| {
+        Err(refusal(RefusalReason::Overloaded, "busy", None))
+    }));
+    let server = QuicServer::new(config).unwrap().serve(echo());
+    let client = client(&pki, server.local_addr());
+    let (connection, negotiation) = within(10, client.connect_pipelined()).await.unwrap();
+    let call = within(10, connection.call(Ping::default())).await;
+    assert!(call.is_err(), "{call:?}");
+    match within(10, negotiation).await {
+        Err(CallError::Refused {
+            reason, message, ..
+        }) => {
+            assert_eq!(reason, RefusalReason::Overloaded);
+            assert_eq!(message, "busy");
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+}
