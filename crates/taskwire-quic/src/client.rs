@@ -15,7 +15,7 @@ use taskwire_proto::registry::SessionMessage;
 use taskwire_proto::session::v1::{Codec, GoAway, Ping, Pong, Status as StatusMessage};
 use taskwire_proto::{MessageSet, Rpc, WireMessage};
 use taskwire_rpc::session::{
-    Agreed, ClientSession, DEFAULT_MAX_CONCURRENT_CALLS, PROTOCOL_VERSION, agreed,
+    Agreed, ClientSession, DEFAULT_MAX_CONCURRENT_CALLS, PROTOCOL_VERSION, agreed_from_frame,
 };
 use taskwire_rpc::{CallError, CallOptions, decode_answer, decode_status};
 use tokio::sync::oneshot;
@@ -490,17 +490,7 @@ async fn read_answer(reader: &mut FrameReader) -> Result<Agreed, CallError> {
             "the server closed the control stream without answering the Hello".into(),
         )
     })?;
-    let answer = match frame.decode::<SessionMessage>()?.message {
-        SessionMessage::Negotiated(n) => Ok(n),
-        SessionMessage::Refused(r) => Err(r),
-        other => {
-            return Err(CallError::Protocol(format!(
-                "the server answered the Hello with {}",
-                other.name()
-            )));
-        }
-    };
-    agreed(answer)
+    agreed_from_frame(frame)
 }
 
 fn hello_timed_out() -> CallError {

@@ -43,6 +43,14 @@ impl FrameReader {
     }
 }
 
+/// A binary codec for one connection's frames past the Hello, within `max` bytes.
+fn codec(max: u32) -> BinaryCodec {
+    Builder::new()
+        .max_frame_length(max)
+        .first_frame_done(true)
+        .new_binary_codec()
+}
+
 /// Appends a raw frame as buffers for [`write_chunks`]: a long body (a download's item)
 /// goes to quinn as it is, after the header, instead of being copied behind it.
 pub(crate) fn encode_raw_chunks(
@@ -50,11 +58,7 @@ pub(crate) fn encode_raw_chunks(
     max: u32,
     chunks: &mut Vec<Bytes>,
 ) -> Result<(), CodecError> {
-    Builder::new()
-        .max_frame_length(max)
-        .first_frame_done(true)
-        .new_binary_codec()
-        .encode_raw_chunks(frame, chunks)
+    codec(max).encode_raw_chunks(frame, chunks)
 }
 
 /// Appends a typed frame.
@@ -63,11 +67,7 @@ pub(crate) fn encode<M: MessageSet>(
     max: u32,
     out: &mut BytesMut,
 ) -> Result<(), CodecError> {
-    Builder::new()
-        .max_frame_length(max)
-        .first_frame_done(true)
-        .new_binary_codec()
-        .encode(frame, out)
+    codec(max).encode(frame, out)
 }
 
 /// Appends a typed frame as buffers for [`write_chunks`]: long `bytes` fields (an upload's
@@ -77,11 +77,7 @@ pub(crate) fn encode_chunks<M: MessageSet>(
     max: u32,
     chunks: &mut Vec<Bytes>,
 ) -> Result<(), CodecError> {
-    Builder::new()
-        .max_frame_length(max)
-        .first_frame_done(true)
-        .new_binary_codec()
-        .encode_chunks(frame, chunks)
+    codec(max).encode_chunks(frame, chunks)
 }
 
 /// The status frame that ends a call.

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use taskwire_codec::DEFAULT_MAX_FRAME_LENGTH;
+use taskwire_codec::{DEFAULT_MAX_FRAME_LENGTH, RawFrame};
+use taskwire_proto::MessageSet as _;
+use taskwire_proto::registry::SessionMessage;
 use taskwire_proto::session::v1::refused::RefusalReason;
 use taskwire_proto::session::v1::{Codec, Conversation, Hello, Negotiated, Refused};
 use taskwire_proto::wkt;
@@ -239,6 +241,22 @@ pub struct Agreed {
     pub max_frame_length: u32,
     /// How many calls may run at once.
     pub max_concurrent_calls: u32,
+}
+
+/// Reads the frame a server answered a Hello with: Negotiated gives the agreed limits;
+/// Refused becomes [`CallError::Refused`]; any other message is a protocol error.
+pub fn agreed_from_frame(frame: RawFrame) -> Result<Agreed, CallError> {
+    let answer = match frame.decode::<SessionMessage>()?.message {
+        SessionMessage::Negotiated(n) => Ok(n),
+        SessionMessage::Refused(r) => Err(r),
+        other => {
+            return Err(CallError::Protocol(format!(
+                "the server answered the Hello with {}",
+                other.name()
+            )));
+        }
+    };
+    agreed(answer)
 }
 
 /// Reads the server's answer: Negotiated gives the agreed limits; Refused becomes

@@ -9,10 +9,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use taskwire_codec::tokio_util::codec::Encoder as _;
 use taskwire_codec::{Builder, Frame, RawFrame};
-use taskwire_proto::registry::SessionMessage;
 use taskwire_proto::session::v1::{CancelCall, Codec, GoAway, Status as StatusMessage};
 use taskwire_proto::{MessageSet, Rpc, WireMessage};
-use taskwire_rpc::session::{Agreed, ClientSession, agreed};
+use taskwire_rpc::session::{Agreed, ClientSession, agreed_from_frame};
 use taskwire_rpc::{CallError, CallOptions, decode_answer, decode_status};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -233,17 +232,7 @@ impl TcpClient {
         .ok_or_else(|| {
             CallError::Unavailable("the server closed the connection during the handshake".into())
         })?;
-        let answer = match answer.decode::<SessionMessage>()?.message {
-            SessionMessage::Negotiated(n) => Ok(n),
-            SessionMessage::Refused(r) => Err(r),
-            other => {
-                return Err(CallError::Protocol(format!(
-                    "the server answered the Hello with {}",
-                    other.name()
-                )));
-            }
-        };
-        let agreed = agreed(answer)?;
+        let agreed = agreed_from_frame(answer)?;
         let writer_codec = WireCodec::new(
             config.codec,
             *Builder::new()
