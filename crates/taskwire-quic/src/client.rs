@@ -620,6 +620,15 @@ impl CallStream {
     fn recv(&mut self) -> &mut RecvStream {
         self.reader.stream_mut()
     }
+
+    /// A write its deadline interrupted may have cut a frame short, and nothing may follow
+    /// a cut frame (`docs/protocol.md` §13): resets the sending side, so that neither a
+    /// later item nor `finish` writes after it.
+    fn reset_if_cut<T>(&mut self, written: &Result<T, CallError>) {
+        if matches!(written, Err(CallError::DeadlineExceeded(_))) {
+            let _ = self.send.reset(codes::RESET_CANCELLED);
+        }
+    }
 }
 
 impl Drop for CallStream {
@@ -1035,6 +1044,7 @@ where
         })
         .await;
         self.stream.chunks.clear();
+        self.stream.reset_if_cut(&written);
         if written.is_err() {
             // The server may have answered early (a refused upload): its status is the
             // better error.
@@ -1097,6 +1107,7 @@ impl<M: MessageSet> BidiStream<M> {
         })
         .await;
         self.stream.chunks.clear();
+        self.stream.reset_if_cut(&written);
         written
     }
 

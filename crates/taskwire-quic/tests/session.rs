@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{client, close_code, frame_bytes, pki, raw_connect, raw_connect_with, start, within};
+use common::{
+    client, close_code, frame_bytes, pki, raw_connect, raw_connect_with, raw_server,
+    read_raw_frame, start, within,
+};
 use taskwire_proto::session::v1::refused::RefusalReason;
 use taskwire_proto::session::v1::{Codec, Conversation, Hello, Ping, Pong};
 use taskwire_quic::{Admission, ClientConfig, Limits, QuicClient, QuicServer, ServerConfig, codes};
@@ -710,16 +713,6 @@ async fn a_deadline_in_the_middle_of_a_response_frame_resets_the_stream() {
     }
 }
 
-/// Reads one binary frame off a raw stream: its header, then its body.
-async fn read_raw_frame(recv: &mut quinn::RecvStream) -> (u16, Vec<u8>) {
-    let mut head = [0u8; taskwire_codec::HEADER_LEN];
-    recv.read_exact(&mut head).await.unwrap();
-    let header = taskwire_codec::FrameHeader::parse(&head).unwrap();
-    let mut body = vec![0; header.body_len as usize];
-    recv.read_exact(&mut body).await.unwrap();
-    (header.type_id, body)
-}
-
 /// A pipelined client's first call reaches the server before the server has answered the
 /// Hello: this hand-written server reads the call's request first, then sends Negotiated,
 /// then answers the call. A client that waited for Negotiated would never send it.
@@ -731,13 +724,7 @@ async fn a_pipelined_call_reaches_the_server_before_it_answers_the_hello() {
     use taskwire_proto::session::v1::Negotiated;
 
     let pki = pki();
-    let crypto =
-        quinn::crypto::rustls::QuicServerConfig::try_from(Arc::clone(&pki.server)).unwrap();
-    let endpoint = quinn::Endpoint::server(
-        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
-        common::localhost(),
-    )
-    .unwrap();
+    let endpoint = raw_server(&pki, quinn::TransportConfig::default());
     let addr = endpoint.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let connection = endpoint.accept().await.unwrap().await.unwrap();
@@ -836,4 +823,81 @@ async fn a_refused_pipelined_connection_reports_the_refusal_and_fails_its_calls(
         }
         other => panic!("expected the refusal, got {other:?}"),
     }
+}
+
+/// An upload whose deadline passes while a chunk is half written (the server reads
+/// nothing) resets its sending side at once, while the caller still holds the stream:
+/// nothing it sends or finishes later can follow the cut frame, which the server would
+/// read as the start of a corrupt one.
+#[tokio::test]
+async fn a_deadline_in_the_middle_of_an_upload_frame_resets_the_stream() {
+    use taskwire_proto::environment::v1::ImageUpload;
+    use taskwire_proto::environment::v1::image_upload::{ImageManifest, Part};
+    use taskwire_proto::session::v1::Negotiated;
+
+    let pki = pki();
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024));
+    let endpoint = raw_server(&pki, transport);
+    let addr = endpoint.local_addr().unwrap();
+    let (read_now, read) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let connection = endpoint.accept().await.unwrap().await.unwrap();
+        let (mut control_send, mut control_recv) = connection.accept_bi().await.unwrap();
+        read_raw_frame(&mut control_recv).await;
+        control_send
+            .write_all(&frame_bytes(Negotiated {
+                version: 1,
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        let (_call_send, mut call_recv) = connection.accept_bi().await.unwrap();
+        // Reads nothing until the client has given up; then the stream must already be
+        // reset, though the client still holds it.
+        let _ = read.await;
+        let ended =
+            tokio::time::timeout(Duration::from_secs(3), call_recv.read_to_end(64 << 20)).await;
+        ended.map(|read| read.map(|bytes| bytes.len()))
+    });
+
+    let connection = within(10, client(&pki, addr).connect()).await.unwrap();
+    let manifest = ImageUpload {
+        part: Some(Part::Manifest(ImageManifest::default())),
+    };
+    let mut upload = within(
+        10,
+        connection.client_stream(
+            manifest,
+            taskwire_rpc::CallOptions::new().timeout(Duration::from_millis(300)),
+        ),
+    )
+    .await
+    .unwrap();
+    let chunk = bytes::Bytes::from(vec![1u8; 1 << 20]);
+    let cut = loop {
+        let sent = within(
+            10,
+            upload.send(ImageUpload {
+                part: Some(Part::Chunk(chunk.clone())),
+            }),
+        )
+        .await;
+        if let Err(error) = sent {
+            break error;
+        }
+    };
+    assert!(matches!(cut, CallError::DeadlineExceeded(_)), "{cut:?}");
+    read_now.send(()).unwrap();
+    match within(10, server).await.unwrap() {
+        Ok(Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)))) => {
+            assert_eq!(code, codes::RESET_CANCELLED);
+        }
+        other => panic!("expected the stream reset, got {other:?}"),
+    }
+    let finished = within(10, upload.finish()).await;
+    assert!(
+        matches!(finished, Err(CallError::DeadlineExceeded(_))),
+        "{finished:?}"
+    );
 }

@@ -124,3 +124,22 @@ pub fn frame_bytes<M: taskwire_proto::WireMessage>(message: M) -> Vec<u8> {
         .unwrap();
     out.to_vec()
 }
+
+/// A bare quinn server endpoint with the test PKI, for tests that play the server by hand.
+pub fn raw_server(pki: &Pki, transport: quinn::TransportConfig) -> quinn::Endpoint {
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(Arc::clone(&pki.server)).unwrap();
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    quinn::Endpoint::server(config, localhost()).unwrap()
+}
+
+/// Reads one binary frame off a raw stream: its header, then its body.
+pub async fn read_raw_frame(recv: &mut quinn::RecvStream) -> (u16, Vec<u8>) {
+    let mut head = [0u8; taskwire_codec::HEADER_LEN];
+    recv.read_exact(&mut head).await.unwrap();
+    let header = taskwire_codec::FrameHeader::parse(&head).unwrap();
+    let mut body = vec![0; header.body_len as usize];
+    recv.read_exact(&mut body).await.unwrap();
+    (header.type_id, body)
+}
