@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     client, close_code, frame_bytes, pki, raw_connect, raw_connect_with, raw_server,
-    read_raw_frame, start, within,
+    read_raw_frame, send_hello, start, within,
 };
 use taskwire_proto::session::v1::refused::RefusalReason;
 use taskwire_proto::session::v1::{Codec, Conversation, Hello, Ping, Pong};
@@ -344,13 +344,7 @@ async fn a_frame_over_the_limit_from_a_rogue_peer_fails_its_call() {
     limits.max_frame_length(16 * 1024);
     let server = start(&pki, limits, echo());
     let connection = raw_connect(&pki, server.local_addr()).await;
-    let (mut control, _control_recv) = connection.open_bi().await.unwrap();
-    control
-        .write_all(&frame_bytes(
-            ClientSession::default().hello(Codec::Protobuf),
-        ))
-        .await
-        .unwrap();
+    let (_control, _control_recv) = send_hello(&connection).await;
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
     let mut header = frame_bytes(Ping::default());
     header[8..12].copy_from_slice(&(1_000_000u32).to_be_bytes());
@@ -380,13 +374,7 @@ async fn streams_opened_and_reset_past_the_budget_close_the_connection() {
     limits.cheap_event_budget(50);
     let server = start(&pki, limits, echo());
     let connection = raw_connect(&pki, server.local_addr()).await;
-    let (mut control, _control_recv) = connection.open_bi().await.unwrap();
-    control
-        .write_all(&frame_bytes(
-            ClientSession::default().hello(Codec::Protobuf),
-        ))
-        .await
-        .unwrap();
+    let (_control, _control_recv) = send_hello(&connection).await;
     for _ in 0..200 {
         let Ok((mut send, _recv)) = connection.open_bi().await else {
             break;
@@ -473,12 +461,7 @@ async fn a_hello_during_shutdown_is_refused_as_shutting_down() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let shutdown = tokio::spawn(server.shutdown());
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (mut send, mut recv) = late.open_bi().await.unwrap();
-    send.write_all(&frame_bytes(
-        ClientSession::default().hello(Codec::Protobuf),
-    ))
-    .await
-    .unwrap();
+    let (_send, mut recv) = send_hello(&late).await;
     let answer = within(10, recv.read_to_end(1 << 16)).await.unwrap();
     let refused = taskwire_codec::io::SyncReader::new(
         answer.as_slice(),
@@ -613,12 +596,7 @@ async fn shutdown_finishes_while_a_peer_never_reads_its_pongs() {
     let mut transport = quinn::TransportConfig::default();
     transport.stream_receive_window(quinn::VarInt::from_u32(1024));
     let connection = raw_connect_with(&pki, server.local_addr(), transport).await;
-    let (mut send, _never_read) = connection.open_bi().await.unwrap();
-    send.write_all(&frame_bytes(
-        ClientSession::default().hello(Codec::Protobuf),
-    ))
-    .await
-    .unwrap();
+    let (mut send, _never_read) = send_hello(&connection).await;
     let mut pings = Vec::new();
     for nonce in 0..500 {
         pings.extend(frame_bytes(Ping {
@@ -679,13 +657,7 @@ async fn a_deadline_in_the_middle_of_a_response_frame_resets_the_stream() {
     let mut transport = quinn::TransportConfig::default();
     transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024));
     let connection = raw_connect_with(&pki, server.local_addr(), transport).await;
-    let (mut control, _control_recv) = connection.open_bi().await.unwrap();
-    control
-        .write_all(&frame_bytes(
-            ClientSession::default().hello(Codec::Protobuf),
-        ))
-        .await
-        .unwrap();
+    let (_control, _control_recv) = send_hello(&connection).await;
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
     let header = taskwire_rpc::CallOptions::new()
         .timeout(Duration::from_millis(300))

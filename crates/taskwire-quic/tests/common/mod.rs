@@ -143,3 +143,13 @@ pub async fn read_raw_frame(recv: &mut quinn::RecvStream) -> (u16, Vec<u8>) {
     recv.read_exact(&mut body).await.unwrap();
     (header.type_id, body)
 }
+
+/// Opens a raw connection's control stream and writes the default Hello on it, without
+/// waiting for the answer.
+pub async fn send_hello(connection: &quinn::Connection) -> (quinn::SendStream, quinn::RecvStream) {
+    let (mut send, recv) = connection.open_bi().await.unwrap();
+    let hello = taskwire_rpc::session::ClientSession::default()
+        .hello(taskwire_proto::session::v1::Codec::Protobuf);
+    send.write_all(&frame_bytes(hello)).await.unwrap();
+    (send, recv)
+}
