@@ -662,18 +662,90 @@ impl MessageSet for SessionMessage {
 
     #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
-        Some(match type_id {
-            0x0001 => <super::taskwire::session::v1::Hello as ::prost::Message>::decode(body).map(SessionMessage::Hello),
-            0x0002 => <super::taskwire::session::v1::Negotiated as ::prost::Message>::decode(body).map(SessionMessage::Negotiated),
-            0x0003 => <super::taskwire::session::v1::Refused as ::prost::Message>::decode(body).map(SessionMessage::Refused),
-            0x0004 => <super::taskwire::session::v1::Status as ::prost::Message>::decode(body).map(SessionMessage::Status),
-            0x0005 => <super::taskwire::session::v1::CallHeader as ::prost::Message>::decode(body).map(SessionMessage::CallHeader),
-            0x0006 => <super::taskwire::session::v1::CancelCall as ::prost::Message>::decode(body).map(SessionMessage::CancelCall),
-            0x0007 => <super::taskwire::session::v1::Ping as ::prost::Message>::decode(body).map(SessionMessage::Ping),
-            0x0008 => <super::taskwire::session::v1::Pong as ::prost::Message>::decode(body).map(SessionMessage::Pong),
-            0x0009 => <super::taskwire::session::v1::GoAway as ::prost::Message>::decode(body).map(SessionMessage::GoAway),
+        Some(Ok(match type_id {
+            0x0001 => {
+                let mut message = SessionMessage::Hello(::core::default::Default::default());
+                if let SessionMessage::Hello(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0002 => {
+                let mut message = SessionMessage::Negotiated(::core::default::Default::default());
+                if let SessionMessage::Negotiated(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0003 => {
+                let mut message = SessionMessage::Refused(::core::default::Default::default());
+                if let SessionMessage::Refused(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0004 => {
+                let mut message = SessionMessage::Status(::core::default::Default::default());
+                if let SessionMessage::Status(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0005 => {
+                let mut message = SessionMessage::CallHeader(::core::default::Default::default());
+                if let SessionMessage::CallHeader(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0006 => {
+                let mut message = SessionMessage::CancelCall(::core::default::Default::default());
+                if let SessionMessage::CancelCall(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0007 => {
+                let mut message = SessionMessage::Ping(::core::default::Default::default());
+                if let SessionMessage::Ping(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0008 => {
+                let mut message = SessionMessage::Pong(::core::default::Default::default());
+                if let SessionMessage::Pong(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0009 => {
+                let mut message = SessionMessage::GoAway(::core::default::Default::default());
+                if let SessionMessage::GoAway(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
             _ => return None,
-        })
+        }))
     }
 
     #[inline]
@@ -1041,35 +1113,243 @@ impl MessageSet for InstanceMessage {
 
     #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
-        Some(match type_id {
-            0x0100 => <super::taskwire::instance::v1::InstanceError as ::prost::Message>::decode(body).map(InstanceMessage::InstanceError),
-            0x0101 => <super::taskwire::instance::v1::CheckpointSummary as ::prost::Message>::decode(body).map(InstanceMessage::CheckpointSummary),
-            0x0102 => <super::taskwire::instance::v1::Checkpoint as ::prost::Message>::decode(body).map(InstanceMessage::Checkpoint),
-            0x0103 => <super::taskwire::instance::v1::Signal as ::prost::Message>::decode(body).map(InstanceMessage::Signal),
-            0x0104 => <super::taskwire::instance::v1::InstanceStatus as ::prost::Message>::decode(body).map(|m| InstanceMessage::InstanceStatus(::prost::alloc::boxed::Box::new(m))),
-            0x0105 => <super::taskwire::instance::v1::RegisterInstanceRequest as ::prost::Message>::decode(body).map(InstanceMessage::RegisterInstanceRequest),
-            0x0106 => <super::taskwire::instance::v1::RegisterInstanceResponse as ::prost::Message>::decode(body).map(InstanceMessage::RegisterInstanceResponse),
-            0x0107 => <super::taskwire::instance::v1::CheckpointRequest as ::prost::Message>::decode(body).map(InstanceMessage::CheckpointRequest),
-            0x0108 => <super::taskwire::instance::v1::CheckpointResponse as ::prost::Message>::decode(body).map(InstanceMessage::CheckpointResponse),
-            0x0109 => <super::taskwire::instance::v1::GetCheckpointRequest as ::prost::Message>::decode(body).map(InstanceMessage::GetCheckpointRequest),
-            0x010a => <super::taskwire::instance::v1::GetCheckpointResponse as ::prost::Message>::decode(body).map(InstanceMessage::GetCheckpointResponse),
-            0x010b => <super::taskwire::instance::v1::PollSignalsRequest as ::prost::Message>::decode(body).map(InstanceMessage::PollSignalsRequest),
-            0x010c => <super::taskwire::instance::v1::PollSignalsResponse as ::prost::Message>::decode(body).map(InstanceMessage::PollSignalsResponse),
-            0x010d => <super::taskwire::instance::v1::SignalAckRequest as ::prost::Message>::decode(body).map(InstanceMessage::SignalAckRequest),
-            0x010e => <super::taskwire::instance::v1::SignalAckResponse as ::prost::Message>::decode(body).map(InstanceMessage::SignalAckResponse),
-            0x010f => <super::taskwire::instance::v1::SubscribeSignalsRequest as ::prost::Message>::decode(body).map(InstanceMessage::SubscribeSignalsRequest),
-            0x0110 => <super::taskwire::instance::v1::ListCheckpointsRequest as ::prost::Message>::decode(body).map(InstanceMessage::ListCheckpointsRequest),
-            0x0111 => <super::taskwire::instance::v1::SleepRequest as ::prost::Message>::decode(body).map(InstanceMessage::SleepRequest),
-            0x0112 => <super::taskwire::instance::v1::SleepResponse as ::prost::Message>::decode(body).map(InstanceMessage::SleepResponse),
-            0x0113 => <super::taskwire::instance::v1::InstanceEvent as ::prost::Message>::decode(body).map(|m| InstanceMessage::InstanceEvent(::prost::alloc::boxed::Box::new(m))),
-            0x0114 => <super::taskwire::instance::v1::InstanceEventBatch as ::prost::Message>::decode(body).map(InstanceMessage::InstanceEventBatch),
-            0x0115 => <super::taskwire::instance::v1::SendEventBatchResponse as ::prost::Message>::decode(body).map(InstanceMessage::SendEventBatchResponse),
-            0x0116 => <super::taskwire::instance::v1::GetInstanceStatusRequest as ::prost::Message>::decode(body).map(InstanceMessage::GetInstanceStatusRequest),
-            0x0117 => <super::taskwire::instance::v1::GetInstanceStatusResponse as ::prost::Message>::decode(body).map(|m| InstanceMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(m))),
-            0x0118 => <super::taskwire::instance::v1::RecordRetryAttemptRequest as ::prost::Message>::decode(body).map(InstanceMessage::RecordRetryAttemptRequest),
-            0x0119 => <super::taskwire::instance::v1::RecordRetryAttemptResponse as ::prost::Message>::decode(body).map(InstanceMessage::RecordRetryAttemptResponse),
+        Some(Ok(match type_id {
+            0x0100 => {
+                let mut message = InstanceMessage::InstanceError(::core::default::Default::default());
+                if let InstanceMessage::InstanceError(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0101 => {
+                let mut message = InstanceMessage::CheckpointSummary(::core::default::Default::default());
+                if let InstanceMessage::CheckpointSummary(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0102 => {
+                let mut message = InstanceMessage::Checkpoint(::core::default::Default::default());
+                if let InstanceMessage::Checkpoint(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0103 => {
+                let mut message = InstanceMessage::Signal(::core::default::Default::default());
+                if let InstanceMessage::Signal(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0104 => {
+                let mut message = InstanceMessage::InstanceStatus(::prost::alloc::boxed::Box::default());
+                if let InstanceMessage::InstanceStatus(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m.as_mut(), body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0105 => {
+                let mut message = InstanceMessage::RegisterInstanceRequest(::core::default::Default::default());
+                if let InstanceMessage::RegisterInstanceRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0106 => {
+                let mut message = InstanceMessage::RegisterInstanceResponse(::core::default::Default::default());
+                if let InstanceMessage::RegisterInstanceResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0107 => {
+                let mut message = InstanceMessage::CheckpointRequest(::core::default::Default::default());
+                if let InstanceMessage::CheckpointRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0108 => {
+                let mut message = InstanceMessage::CheckpointResponse(::core::default::Default::default());
+                if let InstanceMessage::CheckpointResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0109 => {
+                let mut message = InstanceMessage::GetCheckpointRequest(::core::default::Default::default());
+                if let InstanceMessage::GetCheckpointRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x010a => {
+                let mut message = InstanceMessage::GetCheckpointResponse(::core::default::Default::default());
+                if let InstanceMessage::GetCheckpointResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x010b => {
+                let mut message = InstanceMessage::PollSignalsRequest(::core::default::Default::default());
+                if let InstanceMessage::PollSignalsRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x010c => {
+                let mut message = InstanceMessage::PollSignalsResponse(::core::default::Default::default());
+                if let InstanceMessage::PollSignalsResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x010d => {
+                let mut message = InstanceMessage::SignalAckRequest(::core::default::Default::default());
+                if let InstanceMessage::SignalAckRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x010e => {
+                let mut message = InstanceMessage::SignalAckResponse(::core::default::Default::default());
+                if let InstanceMessage::SignalAckResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x010f => {
+                let mut message = InstanceMessage::SubscribeSignalsRequest(::core::default::Default::default());
+                if let InstanceMessage::SubscribeSignalsRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0110 => {
+                let mut message = InstanceMessage::ListCheckpointsRequest(::core::default::Default::default());
+                if let InstanceMessage::ListCheckpointsRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0111 => {
+                let mut message = InstanceMessage::SleepRequest(::core::default::Default::default());
+                if let InstanceMessage::SleepRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0112 => {
+                let mut message = InstanceMessage::SleepResponse(::core::default::Default::default());
+                if let InstanceMessage::SleepResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0113 => {
+                let mut message = InstanceMessage::InstanceEvent(::prost::alloc::boxed::Box::default());
+                if let InstanceMessage::InstanceEvent(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m.as_mut(), body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0114 => {
+                let mut message = InstanceMessage::InstanceEventBatch(::core::default::Default::default());
+                if let InstanceMessage::InstanceEventBatch(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0115 => {
+                let mut message = InstanceMessage::SendEventBatchResponse(::core::default::Default::default());
+                if let InstanceMessage::SendEventBatchResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0116 => {
+                let mut message = InstanceMessage::GetInstanceStatusRequest(::core::default::Default::default());
+                if let InstanceMessage::GetInstanceStatusRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0117 => {
+                let mut message = InstanceMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::default());
+                if let InstanceMessage::GetInstanceStatusResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m.as_mut(), body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0118 => {
+                let mut message = InstanceMessage::RecordRetryAttemptRequest(::core::default::Default::default());
+                if let InstanceMessage::RecordRetryAttemptRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0119 => {
+                let mut message = InstanceMessage::RecordRetryAttemptResponse(::core::default::Default::default());
+                if let InstanceMessage::RecordRetryAttemptResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
             _ => return None,
-        })
+        }))
     }
 
     #[inline]
@@ -1482,30 +1762,198 @@ impl MessageSet for EnvironmentMessage {
 
     #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
-        Some(match type_id {
-            0x0200 => <super::taskwire::environment::v1::ImageInfo as ::prost::Message>::decode(body).map(EnvironmentMessage::ImageInfo),
-            0x0201 => <super::taskwire::environment::v1::ImageUpload as ::prost::Message>::decode(body).map(EnvironmentMessage::ImageUpload),
-            0x0202 => <super::taskwire::environment::v1::RegisterImageResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::RegisterImageResponse),
-            0x0203 => <super::taskwire::environment::v1::ListImagesRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::ListImagesRequest),
-            0x0204 => <super::taskwire::environment::v1::ListImagesResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::ListImagesResponse),
-            0x0205 => <super::taskwire::environment::v1::GetImageRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::GetImageRequest),
-            0x0206 => <super::taskwire::environment::v1::GetImageResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::GetImageResponse),
-            0x0207 => <super::taskwire::environment::v1::DeleteImageRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::DeleteImageRequest),
-            0x0208 => <super::taskwire::environment::v1::DeleteImageResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::DeleteImageResponse),
-            0x0209 => <super::taskwire::environment::v1::StartInstanceRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::StartInstanceRequest),
-            0x020a => <super::taskwire::environment::v1::StartInstanceResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::StartInstanceResponse),
-            0x020b => <super::taskwire::environment::v1::StopInstanceRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::StopInstanceRequest),
-            0x020c => <super::taskwire::environment::v1::StopInstanceResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::StopInstanceResponse),
-            0x020d => <super::taskwire::environment::v1::ResumeInstanceRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::ResumeInstanceRequest),
-            0x020e => <super::taskwire::environment::v1::ResumeInstanceResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::ResumeInstanceResponse),
-            0x020f => <super::taskwire::environment::v1::ListInstancesRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::ListInstancesRequest),
-            0x0210 => <super::taskwire::environment::v1::ListInstancesResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::ListInstancesResponse),
-            0x0211 => <super::taskwire::environment::v1::GetInstanceStatusRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::GetInstanceStatusRequest),
-            0x0212 => <super::taskwire::environment::v1::GetInstanceStatusResponse as ::prost::Message>::decode(body).map(|m| EnvironmentMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(m))),
-            0x0213 => <super::taskwire::environment::v1::SendSignalRequest as ::prost::Message>::decode(body).map(EnvironmentMessage::SendSignalRequest),
-            0x0214 => <super::taskwire::environment::v1::SendSignalResponse as ::prost::Message>::decode(body).map(EnvironmentMessage::SendSignalResponse),
+        Some(Ok(match type_id {
+            0x0200 => {
+                let mut message = EnvironmentMessage::ImageInfo(::core::default::Default::default());
+                if let EnvironmentMessage::ImageInfo(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0201 => {
+                let mut message = EnvironmentMessage::ImageUpload(::core::default::Default::default());
+                if let EnvironmentMessage::ImageUpload(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0202 => {
+                let mut message = EnvironmentMessage::RegisterImageResponse(::core::default::Default::default());
+                if let EnvironmentMessage::RegisterImageResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0203 => {
+                let mut message = EnvironmentMessage::ListImagesRequest(::core::default::Default::default());
+                if let EnvironmentMessage::ListImagesRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0204 => {
+                let mut message = EnvironmentMessage::ListImagesResponse(::core::default::Default::default());
+                if let EnvironmentMessage::ListImagesResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0205 => {
+                let mut message = EnvironmentMessage::GetImageRequest(::core::default::Default::default());
+                if let EnvironmentMessage::GetImageRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0206 => {
+                let mut message = EnvironmentMessage::GetImageResponse(::core::default::Default::default());
+                if let EnvironmentMessage::GetImageResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0207 => {
+                let mut message = EnvironmentMessage::DeleteImageRequest(::core::default::Default::default());
+                if let EnvironmentMessage::DeleteImageRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0208 => {
+                let mut message = EnvironmentMessage::DeleteImageResponse(::core::default::Default::default());
+                if let EnvironmentMessage::DeleteImageResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0209 => {
+                let mut message = EnvironmentMessage::StartInstanceRequest(::core::default::Default::default());
+                if let EnvironmentMessage::StartInstanceRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x020a => {
+                let mut message = EnvironmentMessage::StartInstanceResponse(::core::default::Default::default());
+                if let EnvironmentMessage::StartInstanceResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x020b => {
+                let mut message = EnvironmentMessage::StopInstanceRequest(::core::default::Default::default());
+                if let EnvironmentMessage::StopInstanceRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x020c => {
+                let mut message = EnvironmentMessage::StopInstanceResponse(::core::default::Default::default());
+                if let EnvironmentMessage::StopInstanceResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x020d => {
+                let mut message = EnvironmentMessage::ResumeInstanceRequest(::core::default::Default::default());
+                if let EnvironmentMessage::ResumeInstanceRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x020e => {
+                let mut message = EnvironmentMessage::ResumeInstanceResponse(::core::default::Default::default());
+                if let EnvironmentMessage::ResumeInstanceResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x020f => {
+                let mut message = EnvironmentMessage::ListInstancesRequest(::core::default::Default::default());
+                if let EnvironmentMessage::ListInstancesRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0210 => {
+                let mut message = EnvironmentMessage::ListInstancesResponse(::core::default::Default::default());
+                if let EnvironmentMessage::ListInstancesResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0211 => {
+                let mut message = EnvironmentMessage::GetInstanceStatusRequest(::core::default::Default::default());
+                if let EnvironmentMessage::GetInstanceStatusRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0212 => {
+                let mut message = EnvironmentMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::default());
+                if let EnvironmentMessage::GetInstanceStatusResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m.as_mut(), body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0213 => {
+                let mut message = EnvironmentMessage::SendSignalRequest(::core::default::Default::default());
+                if let EnvironmentMessage::SendSignalRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0214 => {
+                let mut message = EnvironmentMessage::SendSignalResponse(::core::default::Default::default());
+                if let EnvironmentMessage::SendSignalResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
             _ => return None,
-        })
+        }))
     }
 
     #[inline]
@@ -1825,23 +2273,135 @@ impl MessageSet for ManagementMessage {
 
     #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
-        Some(match type_id {
-            0x0300 => <super::taskwire::management::v1::HealthRequest as ::prost::Message>::decode(body).map(ManagementMessage::HealthRequest),
-            0x0301 => <super::taskwire::management::v1::HealthResponse as ::prost::Message>::decode(body).map(ManagementMessage::HealthResponse),
-            0x0302 => <super::taskwire::management::v1::SendSignalRequest as ::prost::Message>::decode(body).map(ManagementMessage::SendSignalRequest),
-            0x0303 => <super::taskwire::management::v1::SendSignalResponse as ::prost::Message>::decode(body).map(ManagementMessage::SendSignalResponse),
-            0x0304 => <super::taskwire::management::v1::SendCustomSignalRequest as ::prost::Message>::decode(body).map(ManagementMessage::SendCustomSignalRequest),
-            0x0305 => <super::taskwire::management::v1::SendCustomSignalResponse as ::prost::Message>::decode(body).map(ManagementMessage::SendCustomSignalResponse),
-            0x0306 => <super::taskwire::management::v1::GetInstanceStatusRequest as ::prost::Message>::decode(body).map(ManagementMessage::GetInstanceStatusRequest),
-            0x0307 => <super::taskwire::management::v1::GetInstanceStatusResponse as ::prost::Message>::decode(body).map(|m| ManagementMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::new(m))),
-            0x0308 => <super::taskwire::management::v1::ListInstancesRequest as ::prost::Message>::decode(body).map(ManagementMessage::ListInstancesRequest),
-            0x0309 => <super::taskwire::management::v1::ListInstancesResponse as ::prost::Message>::decode(body).map(ManagementMessage::ListInstancesResponse),
-            0x030a => <super::taskwire::management::v1::ListCheckpointsRequest as ::prost::Message>::decode(body).map(ManagementMessage::ListCheckpointsRequest),
-            0x030b => <super::taskwire::management::v1::ListCheckpointsResponse as ::prost::Message>::decode(body).map(ManagementMessage::ListCheckpointsResponse),
-            0x030c => <super::taskwire::management::v1::GetCheckpointRequest as ::prost::Message>::decode(body).map(ManagementMessage::GetCheckpointRequest),
-            0x030d => <super::taskwire::management::v1::GetCheckpointResponse as ::prost::Message>::decode(body).map(ManagementMessage::GetCheckpointResponse),
+        Some(Ok(match type_id {
+            0x0300 => {
+                let mut message = ManagementMessage::HealthRequest(::core::default::Default::default());
+                if let ManagementMessage::HealthRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0301 => {
+                let mut message = ManagementMessage::HealthResponse(::core::default::Default::default());
+                if let ManagementMessage::HealthResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0302 => {
+                let mut message = ManagementMessage::SendSignalRequest(::core::default::Default::default());
+                if let ManagementMessage::SendSignalRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0303 => {
+                let mut message = ManagementMessage::SendSignalResponse(::core::default::Default::default());
+                if let ManagementMessage::SendSignalResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0304 => {
+                let mut message = ManagementMessage::SendCustomSignalRequest(::core::default::Default::default());
+                if let ManagementMessage::SendCustomSignalRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0305 => {
+                let mut message = ManagementMessage::SendCustomSignalResponse(::core::default::Default::default());
+                if let ManagementMessage::SendCustomSignalResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0306 => {
+                let mut message = ManagementMessage::GetInstanceStatusRequest(::core::default::Default::default());
+                if let ManagementMessage::GetInstanceStatusRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0307 => {
+                let mut message = ManagementMessage::GetInstanceStatusResponse(::prost::alloc::boxed::Box::default());
+                if let ManagementMessage::GetInstanceStatusResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m.as_mut(), body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0308 => {
+                let mut message = ManagementMessage::ListInstancesRequest(::core::default::Default::default());
+                if let ManagementMessage::ListInstancesRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0309 => {
+                let mut message = ManagementMessage::ListInstancesResponse(::core::default::Default::default());
+                if let ManagementMessage::ListInstancesResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x030a => {
+                let mut message = ManagementMessage::ListCheckpointsRequest(::core::default::Default::default());
+                if let ManagementMessage::ListCheckpointsRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x030b => {
+                let mut message = ManagementMessage::ListCheckpointsResponse(::core::default::Default::default());
+                if let ManagementMessage::ListCheckpointsResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x030c => {
+                let mut message = ManagementMessage::GetCheckpointRequest(::core::default::Default::default());
+                if let ManagementMessage::GetCheckpointRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x030d => {
+                let mut message = ManagementMessage::GetCheckpointResponse(::core::default::Default::default());
+                if let ManagementMessage::GetCheckpointResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
             _ => return None,
-        })
+        }))
     }
 
     #[inline]
@@ -2023,13 +2583,45 @@ impl MessageSet for RunnerMessage {
 
     #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
-        Some(match type_id {
-            0x0400 => <super::taskwire::runner::v1::ExecutionRequest as ::prost::Message>::decode(body).map(RunnerMessage::ExecutionRequest),
-            0x0401 => <super::taskwire::runner::v1::ExecutionOutcome as ::prost::Message>::decode(body).map(RunnerMessage::ExecutionOutcome),
-            0x0402 => <super::taskwire::runner::v1::CancelRequest as ::prost::Message>::decode(body).map(RunnerMessage::CancelRequest),
-            0x0403 => <super::taskwire::runner::v1::CancelResponse as ::prost::Message>::decode(body).map(RunnerMessage::CancelResponse),
+        Some(Ok(match type_id {
+            0x0400 => {
+                let mut message = RunnerMessage::ExecutionRequest(::core::default::Default::default());
+                if let RunnerMessage::ExecutionRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0401 => {
+                let mut message = RunnerMessage::ExecutionOutcome(::core::default::Default::default());
+                if let RunnerMessage::ExecutionOutcome(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0402 => {
+                let mut message = RunnerMessage::CancelRequest(::core::default::Default::default());
+                if let RunnerMessage::CancelRequest(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0403 => {
+                let mut message = RunnerMessage::CancelResponse(::core::default::Default::default());
+                if let RunnerMessage::CancelResponse(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
             _ => return None,
-        })
+        }))
     }
 
     #[inline]
@@ -2331,33 +2923,225 @@ impl MessageSet for JournalMessage {
 
     #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {
-        Some(match type_id {
-            0x0500 => <super::taskwire::journal::v1::Start as ::prost::Message>::decode(body).map(JournalMessage::Start),
-            0x0501 => <super::taskwire::journal::v1::Completion as ::prost::Message>::decode(body).map(JournalMessage::Completion),
-            0x0502 => <super::taskwire::journal::v1::Suspension as ::prost::Message>::decode(body).map(JournalMessage::Suspension),
-            0x0503 => <super::taskwire::journal::v1::Error as ::prost::Message>::decode(body).map(JournalMessage::Error),
-            0x0504 => <super::taskwire::journal::v1::EntryAck as ::prost::Message>::decode(body).map(JournalMessage::EntryAck),
-            0x0505 => <super::taskwire::journal::v1::End as ::prost::Message>::decode(body).map(JournalMessage::End),
-            0x0506 => <super::taskwire::journal::v1::Failure as ::prost::Message>::decode(body).map(JournalMessage::Failure),
-            0x0507 => <super::taskwire::journal::v1::Header as ::prost::Message>::decode(body).map(JournalMessage::Header),
-            0x0508 => <super::taskwire::journal::v1::InputEntry as ::prost::Message>::decode(body).map(JournalMessage::InputEntry),
-            0x0509 => <super::taskwire::journal::v1::OutputEntry as ::prost::Message>::decode(body).map(JournalMessage::OutputEntry),
-            0x050a => <super::taskwire::journal::v1::GetStateEntry as ::prost::Message>::decode(body).map(JournalMessage::GetStateEntry),
-            0x050b => <super::taskwire::journal::v1::SetStateEntry as ::prost::Message>::decode(body).map(JournalMessage::SetStateEntry),
-            0x050c => <super::taskwire::journal::v1::ClearStateEntry as ::prost::Message>::decode(body).map(JournalMessage::ClearStateEntry),
-            0x050d => <super::taskwire::journal::v1::ClearAllStateEntry as ::prost::Message>::decode(body).map(JournalMessage::ClearAllStateEntry),
-            0x050e => <super::taskwire::journal::v1::GetStateKeysEntry as ::prost::Message>::decode(body).map(JournalMessage::GetStateKeysEntry),
-            0x050f => <super::taskwire::journal::v1::GetPromiseEntry as ::prost::Message>::decode(body).map(JournalMessage::GetPromiseEntry),
-            0x0510 => <super::taskwire::journal::v1::PeekPromiseEntry as ::prost::Message>::decode(body).map(JournalMessage::PeekPromiseEntry),
-            0x0511 => <super::taskwire::journal::v1::CompletePromiseEntry as ::prost::Message>::decode(body).map(JournalMessage::CompletePromiseEntry),
-            0x0512 => <super::taskwire::journal::v1::SleepEntry as ::prost::Message>::decode(body).map(JournalMessage::SleepEntry),
-            0x0513 => <super::taskwire::journal::v1::CallEntry as ::prost::Message>::decode(body).map(JournalMessage::CallEntry),
-            0x0514 => <super::taskwire::journal::v1::OneWayCallEntry as ::prost::Message>::decode(body).map(JournalMessage::OneWayCallEntry),
-            0x0515 => <super::taskwire::journal::v1::AwakeableEntry as ::prost::Message>::decode(body).map(JournalMessage::AwakeableEntry),
-            0x0516 => <super::taskwire::journal::v1::CompleteAwakeableEntry as ::prost::Message>::decode(body).map(JournalMessage::CompleteAwakeableEntry),
-            0x0517 => <super::taskwire::journal::v1::RunEntry as ::prost::Message>::decode(body).map(JournalMessage::RunEntry),
+        Some(Ok(match type_id {
+            0x0500 => {
+                let mut message = JournalMessage::Start(::core::default::Default::default());
+                if let JournalMessage::Start(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0501 => {
+                let mut message = JournalMessage::Completion(::core::default::Default::default());
+                if let JournalMessage::Completion(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0502 => {
+                let mut message = JournalMessage::Suspension(::core::default::Default::default());
+                if let JournalMessage::Suspension(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0503 => {
+                let mut message = JournalMessage::Error(::core::default::Default::default());
+                if let JournalMessage::Error(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0504 => {
+                let mut message = JournalMessage::EntryAck(::core::default::Default::default());
+                if let JournalMessage::EntryAck(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0505 => {
+                let mut message = JournalMessage::End(::core::default::Default::default());
+                if let JournalMessage::End(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0506 => {
+                let mut message = JournalMessage::Failure(::core::default::Default::default());
+                if let JournalMessage::Failure(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0507 => {
+                let mut message = JournalMessage::Header(::core::default::Default::default());
+                if let JournalMessage::Header(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0508 => {
+                let mut message = JournalMessage::InputEntry(::core::default::Default::default());
+                if let JournalMessage::InputEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0509 => {
+                let mut message = JournalMessage::OutputEntry(::core::default::Default::default());
+                if let JournalMessage::OutputEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x050a => {
+                let mut message = JournalMessage::GetStateEntry(::core::default::Default::default());
+                if let JournalMessage::GetStateEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x050b => {
+                let mut message = JournalMessage::SetStateEntry(::core::default::Default::default());
+                if let JournalMessage::SetStateEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x050c => {
+                let mut message = JournalMessage::ClearStateEntry(::core::default::Default::default());
+                if let JournalMessage::ClearStateEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x050d => {
+                let mut message = JournalMessage::ClearAllStateEntry(::core::default::Default::default());
+                if let JournalMessage::ClearAllStateEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x050e => {
+                let mut message = JournalMessage::GetStateKeysEntry(::core::default::Default::default());
+                if let JournalMessage::GetStateKeysEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x050f => {
+                let mut message = JournalMessage::GetPromiseEntry(::core::default::Default::default());
+                if let JournalMessage::GetPromiseEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0510 => {
+                let mut message = JournalMessage::PeekPromiseEntry(::core::default::Default::default());
+                if let JournalMessage::PeekPromiseEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0511 => {
+                let mut message = JournalMessage::CompletePromiseEntry(::core::default::Default::default());
+                if let JournalMessage::CompletePromiseEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0512 => {
+                let mut message = JournalMessage::SleepEntry(::core::default::Default::default());
+                if let JournalMessage::SleepEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0513 => {
+                let mut message = JournalMessage::CallEntry(::core::default::Default::default());
+                if let JournalMessage::CallEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0514 => {
+                let mut message = JournalMessage::OneWayCallEntry(::core::default::Default::default());
+                if let JournalMessage::OneWayCallEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0515 => {
+                let mut message = JournalMessage::AwakeableEntry(::core::default::Default::default());
+                if let JournalMessage::AwakeableEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0516 => {
+                let mut message = JournalMessage::CompleteAwakeableEntry(::core::default::Default::default());
+                if let JournalMessage::CompleteAwakeableEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
+            0x0517 => {
+                let mut message = JournalMessage::RunEntry(::core::default::Default::default());
+                if let JournalMessage::RunEntry(m) = &mut message {
+                    if let Err(error) = ::prost::Message::merge(m, body) {
+                        return Some(Err(error));
+                    }
+                }
+                message
+            }
             _ => return None,
-        })
+        }))
     }
 
     #[inline]
