@@ -906,3 +906,116 @@ async fn a_server_stream_outlives_its_dropped_connection_handle() {
     }
     assert_eq!(count, 2_000);
 }
+
+/// Reads one binary frame off a raw connection: its header, then its body.
+async fn read_raw_frame(
+    stream: &mut tokio::net::TcpStream,
+) -> (taskwire_codec::FrameHeader, Vec<u8>) {
+    let mut head = [0u8; taskwire_codec::HEADER_LEN];
+    stream.read_exact(&mut head).await.unwrap();
+    let header = taskwire_codec::FrameHeader::parse(&head).unwrap();
+    let mut body = vec![0; header.body_len as usize];
+    stream.read_exact(&mut body).await.unwrap();
+    (header, body)
+}
+
+/// A call dropped while the connection's send queue is full (an upload the server does
+/// not read fills it) still gets its CancelCall out, once there is room, and keeps its
+/// call slot until then: without it the server would hold the call for the connection's
+/// life, and the client could reuse the slot the server still counts.
+#[tokio::test]
+async fn a_cancel_call_behind_a_full_send_queue_goes_out_once_there_is_room() {
+    use prost::Message as _;
+    use taskwire_proto::WireMessage as _;
+    use taskwire_proto::environment::v1::ImageUpload;
+    use taskwire_proto::environment::v1::image_upload::Part;
+    use taskwire_proto::session::v1::{CancelCall, Hello};
+
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (start_reading, reading) = tokio::sync::oneshot::channel::<()>();
+    // A hand-played server: it answers the Hello, allowing two calls at once, then reads
+    // nothing until told, and then reads until the CancelCall of stream 2.
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let (_, body) = read_raw_frame(&mut stream).await;
+        let hello = Hello::decode(body.as_slice()).unwrap();
+        let session = taskwire_rpc::session::ServerSession {
+            max_concurrent_calls: 2,
+            ..Default::default()
+        };
+        let negotiated = session.negotiate(&hello, Codec::Protobuf, "raw").unwrap();
+        let mut out = bytes::BytesMut::new();
+        taskwire_codec::BinaryCodec::new()
+            .encode(taskwire_codec::Frame::new(negotiated), &mut out)
+            .unwrap();
+        stream.write_all(&out).await.unwrap();
+        reading.await.unwrap();
+        loop {
+            let (header, body) = read_raw_frame(&mut stream).await;
+            if header.type_id == CancelCall::TYPE_ID {
+                let cancel = CancelCall::decode(body.as_slice()).unwrap();
+                if cancel.request_id == 2 {
+                    return cancel;
+                }
+            }
+        }
+    });
+    let connection = plaintext_client(addr, Codec::Protobuf).await;
+
+    // Stream 1: an upload that sends until the socket and then the send queue are full.
+    let last_sent = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let upload = {
+        let connection = connection.clone();
+        let last_sent = Arc::clone(&last_sent);
+        tokio::spawn(async move {
+            let chunk = || ImageUpload {
+                part: Some(Part::Chunk(vec![7u8; 64 * 1024].into())),
+            };
+            let mut stream = connection
+                .client_stream(chunk(), CallOptions::new())
+                .await
+                .expect("the upload opens");
+            while stream.send(chunk()).await.is_ok() {
+                *last_sent.lock().unwrap() = std::time::Instant::now();
+            }
+        })
+    };
+    // Full once no send has finished for a second.
+    within(60, async {
+        while last_sent.lock().unwrap().elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // Stream 2: a call that cannot even queue its request, given up on.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        connection.call(Ping {
+            nonce: 1,
+            sent_at: None,
+        }),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the call could not have been answered");
+    // Its slot is still taken: the server has not been told yet. (A free slot would let
+    // this call wait for room in the queue instead.)
+    let third = tokio::time::timeout(
+        Duration::from_secs(5),
+        connection.call(Ping {
+            nonce: 2,
+            sent_at: None,
+        }),
+    )
+    .await;
+    assert!(
+        matches!(third, Ok(Err(CallError::ResourceExhausted(_)))),
+        "a slot was reused before its CancelCall went out: {third:?}"
+    );
+
+    start_reading.send(()).unwrap();
+    let cancel = within(30, server).await.unwrap();
+    assert_eq!(cancel.request_id, 2);
+    upload.abort();
+}
