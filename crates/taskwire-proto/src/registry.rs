@@ -107,8 +107,15 @@ impl<M: WireMessage> MessageSet for M {
         (name.as_ref() == M::NAME.as_bytes()).then_some(M::TYPE_ID)
     }
 
+    // Always inlined, as the conversation enums' is: the message is then decoded where the
+    // frame returns it.
+    #[inline(always)]
     fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, prost::DecodeError>> {
-        (type_id == M::TYPE_ID).then(|| M::decode(body))
+        if type_id != M::TYPE_ID {
+            return None;
+        }
+        let mut message = M::default();
+        Some(message.merge(body).map(|()| message))
     }
 
     fn type_id(&self) -> u16 {
