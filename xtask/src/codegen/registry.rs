@@ -469,9 +469,9 @@ fn message_set_enum(out: &mut String, spec: &ConversationSpec, entries: &[Entry]
     // Each arm builds its variant first and merges the body into the message where it
     // lies: decoding into a local and then moving it into the enum, and the enum into the
     // frame, copied the whole enum on the way (callgrind on `cargo bench --bench
-    // codec_ratios`, 128-byte frames: 1,522 instructions a frame that way, 1,314 this way,
-    // against 1,186 for bare prost). The `if let` always matches; it only names the
-    // message inside the variant.
+    // codec_ratios`, 128-byte frames: 1,522 instructions a frame that way, 1,314 to 1,349
+    // this way as inlining varies between builds, against 1,188 for bare prost). The
+    // `if let` always matches; it only names the message inside the variant.
     out.push_str("    #[inline(always)]\n    fn decode_body(type_id: u16, body: Bytes) -> Option<Result<Self, ::prost::DecodeError>> {\n        Some(Ok(match type_id {\n");
     for e in entries {
         let (default, inner) = if e.boxed {
