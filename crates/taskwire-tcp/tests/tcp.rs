@@ -964,10 +964,10 @@ async fn a_cancel_call_behind_a_full_send_queue_goes_out_once_there_is_room() {
     let connection = plaintext_client(addr, Codec::Protobuf).await;
 
     // Stream 1: an upload that sends until the socket and then the send queue are full.
-    let last_sent = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let sent = Arc::new(AtomicUsize::new(0));
     let upload = {
         let connection = connection.clone();
-        let last_sent = Arc::clone(&last_sent);
+        let sent = Arc::clone(&sent);
         tokio::spawn(async move {
             let chunk = || ImageUpload {
                 part: Some(Part::Chunk(vec![7u8; 64 * 1024].into())),
@@ -977,14 +977,23 @@ async fn a_cancel_call_behind_a_full_send_queue_goes_out_once_there_is_room() {
                 .await
                 .expect("the upload opens");
             while stream.send(chunk()).await.is_ok() {
-                *last_sent.lock().unwrap() = std::time::Instant::now();
+                sent.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
-    // Full once no send has finished for a second.
+    // Full once the upload makes no progress while every other task gets its turns (this
+    // runtime has one thread, so yielding runs the upload and the connection's writer),
+    // and past the queue's 256 frames.
     within(60, async {
-        while last_sent.lock().unwrap().elapsed() < Duration::from_secs(1) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        loop {
+            let before = sent.load(Ordering::Relaxed);
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if before >= 256 && sent.load(Ordering::Relaxed) == before {
+                break;
+            }
         }
     })
     .await;
