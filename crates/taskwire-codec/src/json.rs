@@ -93,15 +93,39 @@ impl<M: MessageSet> Decoder for JsonCodec<M> {
         // Parsed in place, then skipped: JSON bodies share no bytes with the buffer, so
         // splitting the text off (two reference-count updates) would buy nothing.
         let text = &src[..len as usize];
-        let parsed = match check_decoded_size(text, self.limits.max_decoded_size) {
-            Ok(()) => match parse_canonical(text) {
-                Some(frame) => Ok(Some(frame)),
-                None => parse_general(text).map(Some),
-            },
-            Err(over) => Err(over),
-        };
+        if let Err(over) = check_decoded_size(text, self.limits.max_decoded_size) {
+            src.advance(len as usize);
+            return Err(over);
+        }
+        // The canonical path builds the frame where it is returned: a conversation enum is
+        // over 128 bytes, so each move of it on the way out would be a call to `memcpy`.
+        if let Some(CanonicalEnvelope {
+            type_id,
+            stream_id,
+            flags,
+            body,
+        }) = CanonicalEnvelope::parse::<M>(text)
+        {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let parsed = M::deserialize_json_body(type_id, &mut de);
+            if parsed.is_ok() && de.end().is_ok() {
+                drop(de);
+                src.advance(len as usize);
+                // Mapped, not unwrapped: `parsed` is `Ok`, and this keeps the frame to one move.
+                return parsed
+                    .map(|message| {
+                        Some(Frame {
+                            stream_id,
+                            flags,
+                            message,
+                        })
+                    })
+                    .map_err(|error| body_error(type_id, &error));
+            }
+        }
+        let parsed = parse_general(text);
         src.advance(len as usize);
-        parsed
+        parsed.map(Some)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
@@ -164,16 +188,6 @@ impl<M: MessageSet> Encoder<&Frame<M>> for JsonCodec<M> {
 
 fn write_envelope<M: MessageSet>(frame: &Frame<M>, dst: &mut BytesMut) -> Result<(), CodecError> {
     let mut out = dst.writer();
-    let body_error = |e: serde_json::Error| {
-        CodecError::Json(JsonError::new(
-            JsonErrorKind::Body {
-                type_name: type_name(frame.message.type_id()),
-            },
-            0,
-            0,
-            e.to_string(),
-        ))
-    };
     // Names are protobuf identifiers joined by dots: nothing in them needs escaping.
     // Plain byte writes: the formatting machinery costs more than the envelope itself.
     out.write_all(b"{\"type\":\"")?;
@@ -188,7 +202,8 @@ fn write_envelope<M: MessageSet>(frame: &Frame<M>, dst: &mut BytesMut) -> Result
         out.write_all(b",\"end\":true")?;
     }
     out.write_all(b",\"body\":")?;
-    serde_json::to_writer(&mut out, &BodyRef(&frame.message)).map_err(body_error)?;
+    serde_json::to_writer(&mut out, &BodyRef(&frame.message))
+        .map_err(|error| body_error(frame.message.type_id(), &error))?;
     out.write_all(b"}")?;
     Ok(())
 }
@@ -212,6 +227,18 @@ impl<M: MessageSet> serde::Serialize for BodyRef<'_, M> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize_json_body(serializer)
     }
+}
+
+/// A body that does not match its type, or (encoding) that serde_json refused.
+fn body_error(type_id: u16, error: &serde_json::Error) -> CodecError {
+    CodecError::Json(JsonError::new(
+        JsonErrorKind::Body {
+            type_name: type_name(type_id),
+        },
+        error.line(),
+        error.column(),
+        error.to_string(),
+    ))
 }
 
 fn type_name(type_id: u16) -> &'static str {
@@ -243,56 +270,64 @@ pub(crate) fn check_decoded_size(text: &[u8], max: usize) -> Result<(), CodecErr
     Ok(())
 }
 
-/// Parses the canonical envelope, which every taskwire encoder writes: members in the
-/// order `type`, `stream`, `end`, `body`, defaults left out, no whitespace, no escapes
+/// The members of a canonical envelope, which every taskwire encoder writes: members in
+/// the order `type`, `stream`, `end`, `body`, defaults left out, no whitespace, no escapes
 /// in the name. Reading it directly skips serde's map machinery, which costs about 1,500
 /// instructions a frame (0.68× of bare serde_json at 128 bytes). `None` for any other
-/// text and for any error: the general parser then gives the same frame for valid text
-/// and the precise error for the rest, so this path changes speed, never results
-/// (`fuzzing::json_frames` checks that they agree).
-#[inline]
-pub(crate) fn parse_canonical<M: MessageSet>(text: &[u8]) -> Option<Frame<M>> {
-    let rest = text.strip_prefix(b"{\"type\":\"")?;
-    let name_end = memchr::memchr(b'"', rest)?;
-    let type_id = M::type_id_of(&rest[..name_end])?;
-    let mut rest = &rest[name_end + 1..];
-    let mut stream_id = 0;
-    if let Some(after) = rest.strip_prefix(b",\"stream\":") {
-        let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
-        // JSON forbids leading zeros; u32 bounds the value. Either way: the general path.
-        if digits == 0 || (digits > 1 && after[0] == b'0') {
+/// text: the general parser then gives the same frame for valid text and the precise
+/// error for the rest, so this path changes speed, never results (`fuzzing::json_frames`
+/// checks that the decoder and the general parser agree).
+struct CanonicalEnvelope<'a> {
+    type_id: u16,
+    stream_id: u32,
+    flags: Flags,
+    /// The body's JSON text, not yet parsed.
+    body: &'a [u8],
+}
+
+impl<'a> CanonicalEnvelope<'a> {
+    #[inline]
+    fn parse<M: MessageSet>(text: &'a [u8]) -> Option<Self> {
+        let rest = text.strip_prefix(b"{\"type\":\"")?;
+        let name_end = memchr::memchr(b'"', rest)?;
+        let type_id = M::type_id_of(&rest[..name_end])?;
+        let mut rest = &rest[name_end + 1..];
+        let mut stream_id = 0;
+        if let Some(after) = rest.strip_prefix(b",\"stream\":") {
+            let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+            // JSON forbids leading zeros; u32 bounds the value. Either way: the general path.
+            if digits == 0 || (digits > 1 && after[0] == b'0') {
+                return None;
+            }
+            stream_id = std::str::from_utf8(&after[..digits]).ok()?.parse().ok()?;
+            rest = &after[digits..];
+        }
+        let mut flags = if type_id == STATUS_TYPE_ID {
+            Flags::STATUS
+        } else {
+            Flags::empty()
+        };
+        if let Some(after) = rest.strip_prefix(b",\"end\":true") {
+            flags = flags | Flags::END_STREAM;
+            rest = after;
+        }
+        let body = rest.strip_prefix(b",\"body\":")?.strip_suffix(b"}")?;
+        // Parsed alone, the body may nest one level deeper than inside the envelope
+        // (serde_json takes at most 127 levels). Only a type that nests without bound, in a
+        // body with 127 or more opening brackets (so 254 bytes or more), could use that level.
+        if body.len() >= 254
+            && taskwire_proto::budget::nests_without_bound(type_id)
+            && opening_brackets(body) >= 127
+        {
             return None;
         }
-        stream_id = std::str::from_utf8(&after[..digits]).ok()?.parse().ok()?;
-        rest = &after[digits..];
+        Some(CanonicalEnvelope {
+            type_id,
+            stream_id,
+            flags,
+            body,
+        })
     }
-    let mut flags = if type_id == STATUS_TYPE_ID {
-        Flags::STATUS
-    } else {
-        Flags::empty()
-    };
-    if let Some(after) = rest.strip_prefix(b",\"end\":true") {
-        flags = flags | Flags::END_STREAM;
-        rest = after;
-    }
-    let body = rest.strip_prefix(b",\"body\":")?.strip_suffix(b"}")?;
-    // Parsed alone, the body may nest one level deeper than inside the envelope (serde_json
-    // takes at most 127 levels). Only a type that nests without bound, in a body with 127
-    // or more opening brackets (so 254 bytes or more), could use that level.
-    if body.len() >= 254
-        && taskwire_proto::budget::nests_without_bound(type_id)
-        && opening_brackets(body) >= 127
-    {
-        return None;
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let message = M::deserialize_json_body(type_id, &mut de).ok()?;
-    de.end().ok()?;
-    Some(Frame {
-        stream_id,
-        flags,
-        message,
-    })
 }
 
 /// The number of `[` and `{` in `text`, strings included. One comparison per byte
