@@ -70,6 +70,9 @@ impl<M: MessageSet> Decoder for JsonCodec<M> {
     type Item = Frame<M>;
     type Error = CodecError;
 
+    // Always inlined into the read loop: out of line, the frame it returns is copied once
+    // more on the caller's side, and a conversation enum's frame is copied by `memcpy`.
+    #[inline(always)]
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame<M>>, CodecError> {
         let len = match self.pending {
             Some(len) => len,
