@@ -54,8 +54,8 @@ pub fn binary_frames(data: &[u8]) -> Result<usize, CodecError> {
 }
 
 /// Decodes `data` as JSON frames until it ends or an error. Every decoded message
-/// survives a JSON round trip and a binary round trip, and every frame the canonical fast
-/// path accepts, the general parser decodes to the same frame.
+/// survives a JSON round trip and a binary round trip, and the decoder, with its canonical
+/// fast path, gives what the general parser gives for each length-prefixed text.
 pub fn json_frames(data: &[u8]) -> Result<usize, CodecError> {
     fast_path_agrees(data);
     let mut codec = builder().new_any_json_codec();
