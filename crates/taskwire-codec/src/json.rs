@@ -190,7 +190,7 @@ impl<M: MessageSet> Encoder<&Frame<M>> for JsonCodec<M> {
 }
 
 fn write_envelope<M: MessageSet>(frame: &Frame<M>, dst: &mut BytesMut) -> Result<(), CodecError> {
-    let mut out = dst.writer();
+    let mut out = AppendWriter(dst);
     // Names are protobuf identifiers joined by dots: nothing in them needs escaping.
     // Plain byte writes: the formatting machinery costs more than the envelope itself.
     out.write_all(b"{\"type\":\"")?;
@@ -209,6 +209,30 @@ fn write_envelope<M: MessageSet>(frame: &Frame<M>, dst: &mut BytesMut) -> Result
         .map_err(|error| body_error(frame.message.type_id(), &error))?;
     out.write_all(b"}")?;
     Ok(())
+}
+
+/// Appends what it is given to a `BytesMut`. serde_json writes a message in many small
+/// pieces (each key, quote and value): through `BytesMut::writer`, each piece goes
+/// through `BufMut::put`, out of line, and a 128 B message cost about 40% more
+/// instructions than into a `Vec`. `extend_from_slice` is inlined.
+struct AppendWriter<'a>(&'a mut BytesMut);
+
+impl std::io::Write for AppendWriter<'_> {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `value` in decimal, written into the end of `buffer`.
