@@ -79,9 +79,12 @@ fn fast_path_agrees(data: &[u8]) {
         let Some(text) = after.get(..len) else {
             return;
         };
-        let mut codec = builder().first_frame_done(true).new_any_json_codec();
+        let mut config = builder();
+        config.first_frame_done(true);
+        let mut codec = config.new_any_json_codec();
         let mut one = BytesMut::from(&rest[..4 + len]);
-        let general = crate::json::check_decoded_size(text, crate::DEFAULT_MAX_DECODED_SIZE)
+        // The general path as the decoder takes it: the decoded-size check, then the parser.
+        let general = crate::json::check_decoded_size(text, config.max_decoded_size)
             .and_then(|()| crate::json::parse_general::<AnyMessage>(text));
         match (codec.decode(&mut one), general) {
             (Err(CodecError::FrameTooLarge { .. }), _) => {}
