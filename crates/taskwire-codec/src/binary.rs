@@ -336,15 +336,42 @@ impl<M: MessageSet> Encoder<Frame<M>> for BinaryCodec {
 impl<M: MessageSet> Encoder<&Frame<M>> for BinaryCodec {
     type Error = CodecError;
 
+    #[inline]
     fn encode(&mut self, frame: &Frame<M>, dst: &mut BytesMut) -> Result<(), CodecError> {
-        let header = FrameHeader {
+        frame.message.visit(EncodeFrame {
+            codec: self,
             flags: frame.flags,
-            type_id: frame.message.type_id(),
             stream_id: frame.stream_id,
+            dst,
+        })
+    }
+}
+
+/// Encodes a frame once its message's own type is known. Through a visitor, a conversation
+/// enum dispatches on its variant once, where asking it for the type id, the body length
+/// and the body dispatches three times; each message type then gets the same code a frame of
+/// that one type compiles to.
+struct EncodeFrame<'a> {
+    codec: &'a mut BinaryCodec,
+    flags: Flags,
+    stream_id: u32,
+    dst: &'a mut BytesMut,
+}
+
+impl registry::MessageVisitor for EncodeFrame<'_> {
+    type Output = Result<(), CodecError>;
+
+    #[inline(always)]
+    fn visit<T: registry::WireMessage>(self, message: &T) -> Result<(), CodecError> {
+        let header = FrameHeader {
+            flags: self.flags,
+            type_id: T::TYPE_ID,
+            stream_id: self.stream_id,
             body_len: 0,
         };
-        self.encode_header(header, frame.message.body_len(), dst)?;
-        frame.message.encode_body(dst);
+        self.codec
+            .encode_header(header, message.encoded_len(), self.dst)?;
+        message.encode_raw(self.dst);
         Ok(())
     }
 }

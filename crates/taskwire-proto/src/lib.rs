@@ -57,7 +57,7 @@ pub mod registry;
 pub mod wkt;
 
 pub use generated::taskwire::{environment, instance, journal, management, runner, session};
-pub use registry::{MessageSet, Rpc, WireMessage};
+pub use registry::{MessageSet, MessageVisitor, Rpc, WireMessage};
 
 /// The prost and pbjson crates the generated code is built on, re-exported so users
 /// encode and decode with the same versions.

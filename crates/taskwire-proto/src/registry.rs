@@ -96,6 +96,21 @@ pub trait MessageSet: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     ) -> Result<Self, D::Error>;
     /// Serializes this message's body as canonical JSON.
     fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error>;
+    /// Hands this message to `visitor` as its own type.
+    fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output;
+}
+
+/// Work on one message as its own type, given to [`MessageSet::visit`].
+///
+/// A conversation enum's [`type_id`](MessageSet::type_id),
+/// [`body_len`](MessageSet::body_len) and [`encode_body`](MessageSet::encode_body) each
+/// dispatch on the variant; an encoder written as a visitor dispatches once and then runs
+/// code compiled for that one message type.
+pub trait MessageVisitor {
+    /// What the visit gives back.
+    type Output;
+    /// Works on `message`, whose type id is `T::TYPE_ID`.
+    fn visit<T: WireMessage>(self, message: &T) -> Self::Output;
 }
 
 impl<M: WireMessage> MessageSet for M {
@@ -149,6 +164,11 @@ impl<M: WireMessage> MessageSet for M {
 
     fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.serialize(serializer)
+    }
+
+    #[inline]
+    fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output {
+        visitor.visit(self)
     }
 }
 

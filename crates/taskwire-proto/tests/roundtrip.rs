@@ -125,3 +125,31 @@ fn bytes_fields_borrow_from_the_decoded_buffer() {
         "state was copied out of the frame buffer"
     );
 }
+
+/// What a visitor sees of a message: its type's id and name, and its encoding.
+struct Seen;
+
+impl taskwire_proto::MessageVisitor for Seen {
+    type Output = (u16, &'static str, Vec<u8>);
+
+    fn visit<T: taskwire_proto::WireMessage>(self, message: &T) -> Self::Output {
+        (T::TYPE_ID, T::NAME, message.encode_to_vec())
+    }
+}
+
+#[test]
+fn visit_hands_over_each_message_as_its_own_type() {
+    for info in registry::messages() {
+        let example = sample::example(info.type_id);
+        let (type_id, name, body) = example.visit(Seen);
+        assert_eq!(type_id, info.type_id, "{}", info.name);
+        assert_eq!(name, info.name);
+        let mut expected = Vec::new();
+        example.encode_body(&mut expected);
+        assert_eq!(
+            body, expected,
+            "{}: the visitor saw another message",
+            info.name
+        );
+    }
+}

@@ -296,7 +296,9 @@ const PRELUDE: &str = r#"
 use ::bytes::{BufMut, Bytes};
 use ::serde::{Deserializer, Serializer};
 
-use crate::registry::{CallShape, MessageInfo, MessageSet, Rpc, RpcInfo, WireMessage};
+use crate::registry::{
+    CallShape, MessageInfo, MessageSet, MessageVisitor, Rpc, RpcInfo, WireMessage,
+};
 "#;
 
 fn is_upper_camel(name: &str) -> bool {
@@ -525,6 +527,25 @@ fn message_set_enum(out: &mut String, spec: &ConversationSpec, entries: &[Entry]
         "fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error>",
         |_| "::serde::Serialize::serialize(m, serializer)".into(),
     );
+    // Always inlined: an encoder's visitor is then compiled into its caller once per
+    // message type, as a frame of one type is. Out of line, the call, its saved registers
+    // and a `visit` too large to inline anything into cost the binary encoder of a 128 B
+    // `InstanceMessage` 0.79× → 0.74× of bare prost (`--bench codec_ratios`); inlined it
+    // measured 0.89–0.94×.
+    per_variant_inlined(
+        out,
+        &ty,
+        entries,
+        "#[inline(always)]",
+        "fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output",
+        |e| {
+            if e.boxed {
+                "visitor.visit(m.as_ref())".into()
+            } else {
+                "visitor.visit(m)".into()
+            }
+        },
+    );
     out.push_str("}\n");
 }
 
@@ -535,9 +556,20 @@ fn per_variant(
     signature: &str,
     body: impl Fn(&Entry) -> String,
 ) {
+    per_variant_inlined(out, ty, entries, "#[inline]", signature, body);
+}
+
+fn per_variant_inlined(
+    out: &mut String,
+    ty: &str,
+    entries: &[Entry],
+    inline: &str,
+    signature: &str,
+    body: impl Fn(&Entry) -> String,
+) {
     let _ = writeln!(
         out,
-        "    #[inline]\n    {signature} {{\n        match self {{"
+        "    {inline}\n    {signature} {{\n        match self {{"
     );
     for e in entries {
         let value = body(e);
@@ -624,6 +656,11 @@ fn any_message_enum(out: &mut String, all: &BTreeMap<usize, Vec<Entry>>) {
         out,
         "fn serialize_json_body<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error>",
         "serialize_json_body(serializer)",
+    );
+    delegate(
+        out,
+        "fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output",
+        "visit(visitor)",
     );
     out.push_str("}\n");
 }

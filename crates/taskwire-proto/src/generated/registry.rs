@@ -3,7 +3,9 @@
 use ::bytes::{BufMut, Bytes};
 use ::serde::{Deserializer, Serializer};
 
-use crate::registry::{CallShape, MessageInfo, MessageSet, Rpc, RpcInfo, WireMessage};
+use crate::registry::{
+    CallShape, MessageInfo, MessageSet, MessageVisitor, Rpc, RpcInfo, WireMessage,
+};
 
 /// The conversations taskwire defines, each with its own protobuf package and type id range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -838,6 +840,21 @@ impl MessageSet for SessionMessage {
         }
     }
 
+    #[inline(always)]
+    fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output {
+        match self {
+            SessionMessage::Hello(m) => visitor.visit(m),
+            SessionMessage::Negotiated(m) => visitor.visit(m),
+            SessionMessage::Refused(m) => visitor.visit(m),
+            SessionMessage::Status(m) => visitor.visit(m),
+            SessionMessage::CallHeader(m) => visitor.visit(m),
+            SessionMessage::CancelCall(m) => visitor.visit(m),
+            SessionMessage::Ping(m) => visitor.visit(m),
+            SessionMessage::Pong(m) => visitor.visit(m),
+            SessionMessage::GoAway(m) => visitor.visit(m),
+        }
+    }
+
 }
 
 /// Any message of the instance conversation (`taskwire.instance.v1`): a workflow instance and the engine core.
@@ -1544,6 +1561,38 @@ impl MessageSet for InstanceMessage {
         }
     }
 
+    #[inline(always)]
+    fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output {
+        match self {
+            InstanceMessage::InstanceError(m) => visitor.visit(m),
+            InstanceMessage::CheckpointSummary(m) => visitor.visit(m),
+            InstanceMessage::Checkpoint(m) => visitor.visit(m),
+            InstanceMessage::Signal(m) => visitor.visit(m),
+            InstanceMessage::InstanceStatus(m) => visitor.visit(m.as_ref()),
+            InstanceMessage::RegisterInstanceRequest(m) => visitor.visit(m),
+            InstanceMessage::RegisterInstanceResponse(m) => visitor.visit(m),
+            InstanceMessage::CheckpointRequest(m) => visitor.visit(m),
+            InstanceMessage::CheckpointResponse(m) => visitor.visit(m),
+            InstanceMessage::GetCheckpointRequest(m) => visitor.visit(m),
+            InstanceMessage::GetCheckpointResponse(m) => visitor.visit(m),
+            InstanceMessage::PollSignalsRequest(m) => visitor.visit(m),
+            InstanceMessage::PollSignalsResponse(m) => visitor.visit(m),
+            InstanceMessage::SignalAckRequest(m) => visitor.visit(m),
+            InstanceMessage::SignalAckResponse(m) => visitor.visit(m),
+            InstanceMessage::SubscribeSignalsRequest(m) => visitor.visit(m),
+            InstanceMessage::ListCheckpointsRequest(m) => visitor.visit(m),
+            InstanceMessage::SleepRequest(m) => visitor.visit(m),
+            InstanceMessage::SleepResponse(m) => visitor.visit(m),
+            InstanceMessage::InstanceEvent(m) => visitor.visit(m.as_ref()),
+            InstanceMessage::InstanceEventBatch(m) => visitor.visit(m),
+            InstanceMessage::SendEventBatchResponse(m) => visitor.visit(m),
+            InstanceMessage::GetInstanceStatusRequest(m) => visitor.visit(m),
+            InstanceMessage::GetInstanceStatusResponse(m) => visitor.visit(m.as_ref()),
+            InstanceMessage::RecordRetryAttemptRequest(m) => visitor.visit(m),
+            InstanceMessage::RecordRetryAttemptResponse(m) => visitor.visit(m),
+        }
+    }
+
 }
 
 /// Any message of the environment conversation (`taskwire.environment.v1`): a management client and the environment: images and instance lifecycle.
@@ -2118,6 +2167,33 @@ impl MessageSet for EnvironmentMessage {
         }
     }
 
+    #[inline(always)]
+    fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output {
+        match self {
+            EnvironmentMessage::ImageInfo(m) => visitor.visit(m),
+            EnvironmentMessage::ImageUpload(m) => visitor.visit(m),
+            EnvironmentMessage::RegisterImageResponse(m) => visitor.visit(m),
+            EnvironmentMessage::ListImagesRequest(m) => visitor.visit(m),
+            EnvironmentMessage::ListImagesResponse(m) => visitor.visit(m),
+            EnvironmentMessage::GetImageRequest(m) => visitor.visit(m),
+            EnvironmentMessage::GetImageResponse(m) => visitor.visit(m),
+            EnvironmentMessage::DeleteImageRequest(m) => visitor.visit(m),
+            EnvironmentMessage::DeleteImageResponse(m) => visitor.visit(m),
+            EnvironmentMessage::StartInstanceRequest(m) => visitor.visit(m),
+            EnvironmentMessage::StartInstanceResponse(m) => visitor.visit(m),
+            EnvironmentMessage::StopInstanceRequest(m) => visitor.visit(m),
+            EnvironmentMessage::StopInstanceResponse(m) => visitor.visit(m),
+            EnvironmentMessage::ResumeInstanceRequest(m) => visitor.visit(m),
+            EnvironmentMessage::ResumeInstanceResponse(m) => visitor.visit(m),
+            EnvironmentMessage::ListInstancesRequest(m) => visitor.visit(m),
+            EnvironmentMessage::ListInstancesResponse(m) => visitor.visit(m),
+            EnvironmentMessage::GetInstanceStatusRequest(m) => visitor.visit(m),
+            EnvironmentMessage::GetInstanceStatusResponse(m) => visitor.visit(m.as_ref()),
+            EnvironmentMessage::SendSignalRequest(m) => visitor.visit(m),
+            EnvironmentMessage::SendSignalResponse(m) => visitor.visit(m),
+        }
+    }
+
 }
 
 /// Any message of the management conversation (`taskwire.management.v1`): the environment and the engine core.
@@ -2524,6 +2600,26 @@ impl MessageSet for ManagementMessage {
         }
     }
 
+    #[inline(always)]
+    fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output {
+        match self {
+            ManagementMessage::HealthRequest(m) => visitor.visit(m),
+            ManagementMessage::HealthResponse(m) => visitor.visit(m),
+            ManagementMessage::SendSignalRequest(m) => visitor.visit(m),
+            ManagementMessage::SendSignalResponse(m) => visitor.visit(m),
+            ManagementMessage::SendCustomSignalRequest(m) => visitor.visit(m),
+            ManagementMessage::SendCustomSignalResponse(m) => visitor.visit(m),
+            ManagementMessage::GetInstanceStatusRequest(m) => visitor.visit(m),
+            ManagementMessage::GetInstanceStatusResponse(m) => visitor.visit(m.as_ref()),
+            ManagementMessage::ListInstancesRequest(m) => visitor.visit(m),
+            ManagementMessage::ListInstancesResponse(m) => visitor.visit(m),
+            ManagementMessage::ListCheckpointsRequest(m) => visitor.visit(m),
+            ManagementMessage::ListCheckpointsResponse(m) => visitor.visit(m),
+            ManagementMessage::GetCheckpointRequest(m) => visitor.visit(m),
+            ManagementMessage::GetCheckpointResponse(m) => visitor.visit(m),
+        }
+    }
+
 }
 
 /// Any message of the runner conversation (`taskwire.runner.v1`): an orchestrator dispatching jobs to runners.
@@ -2681,6 +2777,16 @@ impl MessageSet for RunnerMessage {
             RunnerMessage::ExecutionOutcome(m) => ::serde::Serialize::serialize(m, serializer),
             RunnerMessage::CancelRequest(m) => ::serde::Serialize::serialize(m, serializer),
             RunnerMessage::CancelResponse(m) => ::serde::Serialize::serialize(m, serializer),
+        }
+    }
+
+    #[inline(always)]
+    fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output {
+        match self {
+            RunnerMessage::ExecutionRequest(m) => visitor.visit(m),
+            RunnerMessage::ExecutionOutcome(m) => visitor.visit(m),
+            RunnerMessage::CancelRequest(m) => visitor.visit(m),
+            RunnerMessage::CancelResponse(m) => visitor.visit(m),
         }
     }
 
@@ -3324,6 +3430,36 @@ impl MessageSet for JournalMessage {
         }
     }
 
+    #[inline(always)]
+    fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output {
+        match self {
+            JournalMessage::Start(m) => visitor.visit(m),
+            JournalMessage::Completion(m) => visitor.visit(m),
+            JournalMessage::Suspension(m) => visitor.visit(m),
+            JournalMessage::Error(m) => visitor.visit(m),
+            JournalMessage::EntryAck(m) => visitor.visit(m),
+            JournalMessage::End(m) => visitor.visit(m),
+            JournalMessage::Failure(m) => visitor.visit(m),
+            JournalMessage::Header(m) => visitor.visit(m),
+            JournalMessage::InputEntry(m) => visitor.visit(m),
+            JournalMessage::OutputEntry(m) => visitor.visit(m),
+            JournalMessage::GetStateEntry(m) => visitor.visit(m),
+            JournalMessage::SetStateEntry(m) => visitor.visit(m),
+            JournalMessage::ClearStateEntry(m) => visitor.visit(m),
+            JournalMessage::ClearAllStateEntry(m) => visitor.visit(m),
+            JournalMessage::GetStateKeysEntry(m) => visitor.visit(m),
+            JournalMessage::GetPromiseEntry(m) => visitor.visit(m),
+            JournalMessage::PeekPromiseEntry(m) => visitor.visit(m),
+            JournalMessage::CompletePromiseEntry(m) => visitor.visit(m),
+            JournalMessage::SleepEntry(m) => visitor.visit(m),
+            JournalMessage::CallEntry(m) => visitor.visit(m),
+            JournalMessage::OneWayCallEntry(m) => visitor.visit(m),
+            JournalMessage::AwakeableEntry(m) => visitor.visit(m),
+            JournalMessage::CompleteAwakeableEntry(m) => visitor.visit(m),
+            JournalMessage::RunEntry(m) => visitor.visit(m),
+        }
+    }
+
 }
 
 /// Any registered message of any conversation.
@@ -3487,6 +3623,18 @@ impl MessageSet for AnyMessage {
             AnyMessage::Management(m) => m.serialize_json_body(serializer),
             AnyMessage::Runner(m) => m.serialize_json_body(serializer),
             AnyMessage::Journal(m) => m.serialize_json_body(serializer),
+        }
+    }
+
+    #[inline]
+    fn visit<V: MessageVisitor>(&self, visitor: V) -> V::Output {
+        match self {
+            AnyMessage::Session(m) => m.visit(visitor),
+            AnyMessage::Instance(m) => m.visit(visitor),
+            AnyMessage::Environment(m) => m.visit(visitor),
+            AnyMessage::Management(m) => m.visit(visitor),
+            AnyMessage::Runner(m) => m.visit(visitor),
+            AnyMessage::Journal(m) => m.visit(visitor),
         }
     }
 
