@@ -4,8 +4,8 @@
 //! | group | taskwire | peer |
 //! |---|---|---|
 //! | `decode` | `framed-binary`, `framed-binary-one-type` | `bare-prost`, `length-delimited+prost` |
-//! | `encode` | `framed-binary` | `bare-prost`, `length-delimited+prost` |
-//! | `json-decode` | `framed-json` | `bare-serde-json` |
+//! | `encode` | `framed-binary`, `framed-binary-one-type` | `bare-prost`, `length-delimited+prost` |
+//! | `json-decode` | `framed-json`, `framed-json-one-type` | `bare-serde-json` |
 //! | `json-encode` | `framed-json` | `bare-serde-json` |
 //!
 //! `cargo bench -p taskwire-benches --bench codec` gives each one's time; for the ratios
