@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use quinn::{RecvStream, SendStream};
-use taskwire_codec::tokio_util::codec::Encoder;
+use taskwire_codec::tokio_util::codec::{Decoder, Encoder};
 use taskwire_codec::{BinaryCodec, Builder, CodecError, Flags, Frame, RawFrame};
 use taskwire_proto::MessageSet;
 use taskwire_rpc::{CallError, Status};
@@ -29,8 +29,22 @@ impl FrameReader {
     }
 
     /// The next frame; `None` when the peer finished the stream between frames.
+    ///
+    /// Reads the chunks quinn has already received (`read_chunk`) and appends them, instead
+    /// of reading into room reserved beforehand as `AsyncRead` does: a stream waiting for
+    /// its next frame, such as an idle connection's control stream, then holds no empty
+    /// read buffer, and a call's stream allocates for its request, not for 8 KiB.
     pub(crate) async fn next(&mut self) -> Result<Option<RawFrame>, CodecError> {
-        taskwire_codec::io::read_frame(&mut self.stream, &mut self.codec, &mut self.buffer).await
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buffer)? {
+                return Ok(Some(frame));
+            }
+            match self.stream.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk.bytes),
+                Ok(None) => return self.codec.decode_eof(&mut self.buffer),
+                Err(error) => return Err(CodecError::Io(error.into())),
+            }
+        }
     }
 
     /// Changes the frame limit, for example from the Hello's to the connection's.

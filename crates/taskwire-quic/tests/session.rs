@@ -337,6 +337,64 @@ async fn a_frame_over_the_announced_limit_is_refused_by_the_sender() {
     }
 }
 
+/// The frames a call stream carried back, read to its end.
+async fn answer_frames(recv: &mut quinn::RecvStream) -> Vec<taskwire_codec::RawFrame> {
+    let answer = within(10, recv.read_to_end(1 << 16)).await.unwrap();
+    let mut reader = taskwire_codec::io::SyncReader::new(
+        answer.as_slice(),
+        taskwire_codec::Builder::new()
+            .first_frame_done(true)
+            .new_binary_codec(),
+    );
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.read().unwrap() {
+        frames.push(frame);
+    }
+    frames
+}
+
+#[tokio::test]
+async fn a_request_arriving_in_pieces_is_answered_and_one_cut_short_is_a_protocol_violation() {
+    use prost::Message as _;
+    let pki = pki();
+    let server = start(&pki, Limits::default(), echo());
+    let connection = raw_connect(&pki, server.local_addr()).await;
+    let (_control, _control_recv) = send_hello(&connection).await;
+    let request = frame_bytes(Ping {
+        nonce: 7,
+        sent_at: None,
+    });
+
+    // The header split after 5 bytes, then the body's last byte alone, each in its own
+    // write, so that the server's reader sees them arrive apart.
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    for piece in [&request[..5], &request[5..13], &request[13..]] {
+        send.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send.finish().unwrap();
+    let frames = answer_frames(&mut recv).await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(Pong::decode(frames[0].body.clone()).unwrap().nonce, 7);
+
+    // The stream finished one byte short of the frame.
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&request[..request.len() - 1]).await.unwrap();
+    send.finish().unwrap();
+    let frames = answer_frames(&mut recv).await;
+    let status = taskwire_proto::session::v1::Status::decode(frames[0].body.clone()).unwrap();
+    assert_eq!(
+        status.code,
+        taskwire_proto::session::v1::StatusCode::ProtocolViolation as i32
+    );
+    let expected = format!(
+        "ended inside a frame after {} of {} bytes",
+        request.len() - 1,
+        request.len()
+    );
+    assert!(status.message.contains(&expected), "{}", status.message);
+}
+
 #[tokio::test]
 async fn a_frame_over_the_limit_from_a_rogue_peer_fails_its_call() {
     let pki = pki();
