@@ -337,22 +337,6 @@ async fn a_frame_over_the_announced_limit_is_refused_by_the_sender() {
     }
 }
 
-/// The frames a call stream carried back, read to its end.
-async fn answer_frames(recv: &mut quinn::RecvStream) -> Vec<taskwire_codec::RawFrame> {
-    let answer = within(10, recv.read_to_end(1 << 16)).await.unwrap();
-    let mut reader = taskwire_codec::io::SyncReader::new(
-        answer.as_slice(),
-        taskwire_codec::Builder::new()
-            .first_frame_done(true)
-            .new_binary_codec(),
-    );
-    let mut frames = Vec::new();
-    while let Some(frame) = reader.read().unwrap() {
-        frames.push(frame);
-    }
-    frames
-}
-
 #[tokio::test]
 async fn a_request_arriving_in_pieces_is_answered_and_one_cut_short_is_a_protocol_violation() {
     use prost::Message as _;
@@ -373,16 +357,18 @@ async fn a_request_arriving_in_pieces_is_answered_and_one_cut_short_is_a_protoco
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     send.finish().unwrap();
-    let frames = answer_frames(&mut recv).await;
-    assert_eq!(frames.len(), 1, "{frames:?}");
-    assert_eq!(Pong::decode(frames[0].body.clone()).unwrap().nonce, 7);
+    let (type_id, body) = within(10, read_raw_frame(&mut recv)).await;
+    assert_eq!(type_id, <Pong as taskwire_proto::WireMessage>::TYPE_ID);
+    assert_eq!(Pong::decode(body.as_slice()).unwrap().nonce, 7);
 
     // The stream finished one byte short of the frame.
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
     send.write_all(&request[..request.len() - 1]).await.unwrap();
     send.finish().unwrap();
-    let frames = answer_frames(&mut recv).await;
-    let status = taskwire_proto::session::v1::Status::decode(frames[0].body.clone()).unwrap();
+    let (type_id, body) = within(10, read_raw_frame(&mut recv)).await;
+    type Status = taskwire_proto::session::v1::Status;
+    assert_eq!(type_id, <Status as taskwire_proto::WireMessage>::TYPE_ID);
+    let status = Status::decode(body.as_slice()).unwrap();
     assert_eq!(
         status.code,
         taskwire_proto::session::v1::StatusCode::ProtocolViolation as i32
