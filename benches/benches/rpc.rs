@@ -1,6 +1,8 @@
 //! The RPC comparison: taskwire over QUIC and over TCP+TLS, tonic gRPC over TLS, and raw
 //! quinn (one stream per call, no framing: the floor), measured in one run on the same
-//! machine, with the same certificate, crypto provider, payloads and runtime shape.
+//! machine, with the same certificate, crypto provider, payloads and runtime shape. At
+//! concurrency 1 the machine's own round trip runs too, the same payloads over plain UDP
+//! and TCP sockets (`udp-floor`, `tcp-floor`): what every peer pays before its own work.
 //!
 //! ```text
 //! cargo bench -p taskwire-benches --bench rpc -- [--duration SECONDS] [--runs N] [--json]
@@ -447,6 +449,113 @@ mod quinn_peer {
     }
 }
 
+/// The machine's own round trip, under every peer's: the same payloads between the same
+/// two runtimes over a plain UDP socket pair or a plain TCP connection, with no QUIC, TLS,
+/// HTTP/2 or framing. At concurrency 1 every call, a peer's or these, sends one message
+/// each way and wakes a sleeping thread on each side; what a peer adds above these is its
+/// own work. Measured at concurrency 1 only: one datagram answers one datagram.
+mod floor {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+    use super::*;
+
+    /// How long the client waits for an answer before counting the call as failed, so that
+    /// a datagram lost on loopback cannot stall the run.
+    const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// Each request datagram answered with a `response_bytes` datagram.
+    pub(crate) fn udp(scenario: Scenario) -> Report {
+        let server_runtime = runtime("server", 1);
+        let server =
+            server_runtime.block_on(async { UdpSocket::bind("127.0.0.1:0").await.expect("bind") });
+        let addr = server.local_addr().expect("addr");
+        let response = vec![0x78; scenario.response_bytes];
+        server_runtime.spawn(async move {
+            let mut buffer = vec![0; 64 * 1024];
+            while let Ok((_, from)) = server.recv_from(&mut buffer).await {
+                let _ = server.send_to(&response, from).await;
+            }
+        });
+        let report = runtime("client", 1).block_on(async move {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            socket.connect(addr).await.expect("connect");
+            let socket = Arc::new(socket);
+            let request = Bytes::from(vec![0x5a; scenario.request_bytes]);
+            load::drive(scenario, "udp-floor", move |_| {
+                let (socket, request) = (Arc::clone(&socket), request.clone());
+                async move {
+                    socket.send(&request).await.map_err(|e| e.to_string())?;
+                    // One byte more than the answer, so that a longer one shows.
+                    let mut answer = vec![0; scenario.response_bytes + 1];
+                    let len = tokio::time::timeout(ANSWER_TIMEOUT, socket.recv(&mut answer))
+                        .await
+                        .map_err(|_| "no answer".to_owned())?
+                        .map_err(|e| e.to_string())?;
+                    if len == scenario.response_bytes {
+                        Ok(())
+                    } else {
+                        Err(format!("an answer of {len} bytes"))
+                    }
+                }
+            })
+            .await
+        });
+        drop(server_runtime);
+        report
+    }
+
+    /// Each `request_bytes` request answered with `response_bytes`, on one connection with
+    /// Nagle's algorithm off, as every TCP peer's.
+    pub(crate) fn tcp(scenario: Scenario) -> Report {
+        let server_runtime = runtime("server", 1);
+        let listener = server_runtime
+            .block_on(async { TcpListener::bind("127.0.0.1:0").await.expect("bind") });
+        let addr = listener.local_addr().expect("addr");
+        let (request_bytes, response_bytes) = (scenario.request_bytes, scenario.response_bytes);
+        server_runtime.spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let mut request = vec![0; request_bytes];
+                    let response = vec![0x78; response_bytes];
+                    while stream.read_exact(&mut request).await.is_ok() {
+                        if stream.write_all(&response).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let report = runtime("client", 1).block_on(async move {
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            // One call at a time: the lock is never contended, it only lends the stream.
+            let stream = Arc::new(tokio::sync::Mutex::new(stream));
+            let request = Bytes::from(vec![0x5a; request_bytes]);
+            load::drive(scenario, "tcp-floor", move |_| {
+                let (stream, request) = (Arc::clone(&stream), request.clone());
+                async move {
+                    let mut stream = stream.lock().await;
+                    stream
+                        .write_all(&request)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let mut answer = vec![0; response_bytes];
+                    stream
+                        .read_exact(&mut answer)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await
+        });
+        drop(server_runtime);
+        report
+    }
+}
+
 /// 1,000 idle connections: each peer's server runs alone in a child process (this bench
 /// binary with `--idle-server PEER`), so its resident memory is its own. Every connection
 /// makes one unary call, then stays open and idle.
@@ -613,11 +722,17 @@ mod idle {
 
 const PEERS: [&str; 4] = ["taskwire-quic", "taskwire-tcp", "tonic", "quinn-raw"];
 
+/// The machine's round trips under the peers' (see [`floor`]), measured at concurrency 1
+/// on one connection only.
+const FLOORS: [&str; 2] = ["udp-floor", "tcp-floor"];
+
 fn unary(peer: &str, scenario: Scenario) -> Report {
     match peer {
         "taskwire-quic" => load::quic(scenario),
         "taskwire-tcp" => load::tcp(scenario),
         "tonic" => tonic_peer::load(scenario),
+        "udp-floor" => floor::udp(scenario),
+        "tcp-floor" => floor::tcp(scenario),
         _ => quinn_peer::load(scenario),
     }
 }
@@ -690,13 +805,17 @@ fn main() {
 
     // `--peers a,b` measures only those peers, and `--shapes CxN,...` only those unary
     // shapes (C calls in flight over N connections): for profiling one of them.
-    let peers: Vec<&str> = match value("--peers") {
-        Some(list) => PEERS
-            .into_iter()
-            .filter(|peer| list.split(',').any(|p| p == *peer))
-            .collect(),
-        None => PEERS.to_vec(),
+    let chosen = |candidates: &[&'static str]| -> Vec<&'static str> {
+        match value("--peers") {
+            Some(list) => candidates
+                .iter()
+                .copied()
+                .filter(|peer| list.split(',').any(|p| p == *peer))
+                .collect(),
+            None => candidates.to_vec(),
+        }
     };
+    let (peers, floors) = (chosen(&PEERS), chosen(&FLOORS));
     let chosen_shapes: Option<Vec<(usize, usize)>> = value("--shapes").map(|list| {
         list.split(',')
             .filter_map(|shape| {
@@ -710,7 +829,7 @@ fn main() {
     } else if let Some(chosen) = &chosen_shapes {
         chosen
     } else if smoke {
-        &[(64, 1)]
+        &[(1, 1), (64, 1)]
     } else {
         &[(1, 1), (64, 1), (256, 1), (64, 8)]
     };
@@ -723,10 +842,14 @@ fn main() {
             response_bytes: 1024,
             duration: Duration::from_secs_f64(seconds),
         };
-        let mut reports: Vec<Vec<Report>> = vec![Vec::new(); peers.len()];
+        let mut measured = peers.clone();
+        if (concurrency, connections) == (1, 1) {
+            measured.extend(&floors);
+        }
+        let mut reports: Vec<Vec<Report>> = vec![Vec::new(); measured.len()];
         // Peers alternate run by run, so drift on a shared machine hits all alike.
         for _ in 0..runs {
-            for (i, peer) in peers.iter().enumerate() {
+            for (i, peer) in measured.iter().enumerate() {
                 reports[i].push(unary(peer, scenario));
             }
         }
@@ -820,6 +943,24 @@ fn main() {
             "p50 at c1: taskwire-tcp ÷ tonic (both over TCP+TLS)",
             p50("taskwire-tcp") / tonic.p50_us[0],
             "≤ 0.7",
+        );
+        // What every peer pays before its own work: a message each way between two
+        // sleeping threads. Above it, each peer's share is its own work.
+        ratio(
+            "p50 at c1: udp-floor ÷ tonic (the machine's round trip, no QUIC or TLS)",
+            p50("udp-floor") / tonic.p50_us[0],
+            "—",
+        );
+        let above = |peer: &str, floor: &str| p50(peer) - p50(floor);
+        ratio(
+            "p50 at c1 above the round trip: (taskwire-quic − udp-floor) ÷ (tonic − tcp-floor)",
+            above("taskwire-quic", "udp-floor") / above("tonic", "tcp-floor"),
+            "—",
+        );
+        ratio(
+            "p50 at c1 above the round trip: (quinn-raw − udp-floor) ÷ (tonic − tcp-floor)",
+            above("quinn-raw", "udp-floor") / above("tonic", "tcp-floor"),
+            "—",
         );
     }
     ratio(
