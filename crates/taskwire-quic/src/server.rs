@@ -774,7 +774,10 @@ impl ServerConnection {
                 connection.clone(),
                 client_max_frame_length,
             );
-            shared.calls.spawn(call.in_current_span());
+            // Boxed: the call's future is about 2.7 KiB, and tokio keeps a spawned future
+            // inline in its task, copying it in and rewriting that slot by value as the task
+            // finishes. Behind a box, those copies move a pointer.
+            shared.calls.spawn(Box::pin(call).in_current_span());
         }
         if !shared.draining.is_cancelled() {
             let _ = connection.closed().await;
