@@ -95,6 +95,21 @@ impl Builder {
         self
     }
 
+    /// The maximum frame length set by [`max_frame_length`](Self::max_frame_length).
+    pub const fn get_max_frame_length(&self) -> u32 {
+        self.max_frame_length
+    }
+
+    /// The first-frame limit set by [`max_first_frame_length`](Self::max_first_frame_length).
+    pub const fn get_max_first_frame_length(&self) -> u32 {
+        self.max_first_frame_length
+    }
+
+    /// The decoded-size budget set by [`max_decoded_size`](Self::max_decoded_size).
+    pub const fn get_max_decoded_size(&self) -> usize {
+        self.max_decoded_size
+    }
+
     /// A binary codec yielding raw frames for routing.
     pub fn new_binary_codec(&self) -> BinaryCodec {
         BinaryCodec::from_builder(*self)

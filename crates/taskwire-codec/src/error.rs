@@ -48,6 +48,10 @@ pub enum CodecError {
         /// The frame's flags byte.
         flags: u8,
     },
+    /// A frame declared a length of 0 where its framing forbids empty frames (RRQ's
+    /// JSON envelope; taskwire's own framings never produce this error).
+    #[error("empty frame: the length prefix is 0")]
+    EmptyFrame,
     /// The input ended inside a frame. A clean end of input between frames is not an
     /// error: decoders return `None` there.
     #[error("input ended inside a frame after {received} of {expected} bytes")]
@@ -105,6 +109,8 @@ pub enum ErrorKind {
     ReservedFlags,
     /// [`CodecError::StatusFlagMismatch`].
     StatusFlagMismatch,
+    /// [`CodecError::EmptyFrame`].
+    EmptyFrame,
     /// [`CodecError::Truncated`].
     Truncated,
     /// [`CodecError::Protobuf`].
@@ -132,6 +138,7 @@ impl ErrorKind {
             ErrorKind::UnknownMessageType => "unknown_message_type",
             ErrorKind::ReservedFlags => "reserved_flags",
             ErrorKind::StatusFlagMismatch => "status_flag_mismatch",
+            ErrorKind::EmptyFrame => "empty_frame",
             ErrorKind::Truncated => "truncated",
             ErrorKind::Protobuf => "protobuf",
             ErrorKind::DecodedTooLarge => "decoded_too_large",
@@ -159,6 +166,7 @@ impl CodecError {
             CodecError::UnknownMessageType { .. } => ErrorKind::UnknownMessageType,
             CodecError::ReservedFlags { .. } => ErrorKind::ReservedFlags,
             CodecError::StatusFlagMismatch { .. } => ErrorKind::StatusFlagMismatch,
+            CodecError::EmptyFrame => ErrorKind::EmptyFrame,
             CodecError::Truncated { .. } => ErrorKind::Truncated,
             CodecError::Protobuf { .. } => ErrorKind::Protobuf,
             CodecError::DecodedTooLarge { .. } => ErrorKind::DecodedTooLarge,
@@ -184,7 +192,10 @@ pub struct JsonError {
 }
 
 impl JsonError {
-    pub(crate) fn new(kind: JsonErrorKind, line: usize, column: usize, detail: String) -> Self {
+    /// An error of `kind` at a 1-based `line` and `column` (0 if unknown) of a frame's
+    /// JSON text. For framings built on this crate's limits and errors, such as the
+    /// dialects of other systems; this crate's own codecs make them as they decode.
+    pub fn new(kind: JsonErrorKind, line: usize, column: usize, detail: String) -> Self {
         JsonError {
             kind,
             line,

@@ -84,6 +84,7 @@ mod client;
 pub mod codes;
 mod limits;
 pub mod relay;
+mod runner;
 mod server;
 mod wire;
 

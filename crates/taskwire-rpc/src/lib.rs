@@ -12,6 +12,8 @@
 //! * [`CallError`]: how a caller sees a failure, typed by cause.
 //! * [`CallOptions`]: per-call deadline, trace context and idempotency key, which travel
 //!   in a `CallHeader` frame.
+//! * [`runner`]: the orchestrator side of the runner conversation over any
+//!   [`RunnerChannel`](runner::RunnerChannel).
 #![forbid(unsafe_code)]
 
 mod answer;
@@ -19,6 +21,7 @@ mod context;
 mod error;
 pub mod journal;
 mod router;
+pub mod runner;
 pub mod session;
 mod slots;
 mod status;

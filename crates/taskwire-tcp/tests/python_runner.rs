@@ -12,7 +12,7 @@ use taskwire_proto::runner::v1::{ExecutionOutcome, ExecutionRequest};
 use taskwire_proto::session::v1::Codec;
 use taskwire_proto::wkt;
 use taskwire_tcp::runner::Orchestrator;
-use taskwire_tcp::{TcpClient, TcpClientConfig};
+use taskwire_tcp::{TcpClient, TcpClientConfig, TcpConnection};
 use taskwire_tls::{CaParams, CertificateAuthority, ClientConfigBuilder, ServerCertParams};
 
 /// The Python runner as a child process, killed on drop.
@@ -80,7 +80,7 @@ fn job(function: &str, params: serde_json::Value) -> ExecutionRequest {
     }
 }
 
-async fn check_every_outcome(orchestrator: Orchestrator) {
+async fn check_every_outcome(orchestrator: Orchestrator<TcpConnection>) {
     let deadline = Duration::from_secs(10);
     let outcome = orchestrator
         .execute(job("add", serde_json::json!({"a": 2, "b": 3})), deadline)

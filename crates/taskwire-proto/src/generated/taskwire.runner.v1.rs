@@ -52,6 +52,14 @@ pub mod execution_request {
         /// logs. Empty if not given.
         #[prost(string, tag = "7")]
         pub worker_id: ::prost::alloc::string::String,
+        /// Application correlation fields the orchestrator derived from the job
+        /// (e.g. a tenant or order id), for the handler's logs and metrics. Empty if
+        /// none.
+        #[prost(btree_map = "string, string", tag = "8")]
+        pub correlation_context: ::prost::alloc::collections::BTreeMap<
+            ::prost::alloc::string::String,
+            ::prost::alloc::string::String,
+        >,
     }
 }
 /// How one job attempt ended; the response to ExecutionRequest. The

@@ -1405,6 +1405,9 @@ impl serde::Serialize for execution_request::ExecutionContext {
         if !self.worker_id.is_empty() {
             len += 1;
         }
+        if !self.correlation_context.is_empty() {
+            len += 1;
+        }
         let mut struct_ser = serializer.serialize_struct("taskwire.runner.v1.ExecutionRequest.ExecutionContext", len)?;
         if self.attempt != 0 {
             struct_ser.serialize_field("attempt", &self.attempt)?;
@@ -1423,6 +1426,9 @@ impl serde::Serialize for execution_request::ExecutionContext {
         }
         if !self.worker_id.is_empty() {
             struct_ser.serialize_field("workerId", &self.worker_id)?;
+        }
+        if !self.correlation_context.is_empty() {
+            struct_ser.serialize_field("correlationContext", &self.correlation_context)?;
         }
         struct_ser.end()
     }
@@ -1444,6 +1450,8 @@ impl<'de> serde::Deserialize<'de> for execution_request::ExecutionContext {
             "traceContext",
             "worker_id",
             "workerId",
+            "correlation_context",
+            "correlationContext",
         ];
 
         #[allow(clippy::enum_variant_names)]
@@ -1454,6 +1462,7 @@ impl<'de> serde::Deserialize<'de> for execution_request::ExecutionContext {
             Deadline,
             TraceContext,
             WorkerId,
+            CorrelationContext,
             __SkipField__,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
@@ -1482,6 +1491,7 @@ impl<'de> serde::Deserialize<'de> for execution_request::ExecutionContext {
                             "deadline" => Ok(GeneratedField::Deadline),
                             "traceContext" | "trace_context" => Ok(GeneratedField::TraceContext),
                             "workerId" | "worker_id" => Ok(GeneratedField::WorkerId),
+                            "correlationContext" | "correlation_context" => Ok(GeneratedField::CorrelationContext),
                             _ => Ok(GeneratedField::__SkipField__),
                         }
                     }
@@ -1507,6 +1517,7 @@ impl<'de> serde::Deserialize<'de> for execution_request::ExecutionContext {
                 let mut deadline__ = None;
                 let mut trace_context__ = None;
                 let mut worker_id__ = None;
+                let mut correlation_context__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::Attempt => {
@@ -1549,6 +1560,14 @@ impl<'de> serde::Deserialize<'de> for execution_request::ExecutionContext {
                             }
                             worker_id__ = Some(map_.next_value()?);
                         }
+                        GeneratedField::CorrelationContext => {
+                            if correlation_context__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("correlationContext"));
+                            }
+                            correlation_context__ = Some(
+                                map_.next_value::<std::collections::BTreeMap<_, _>>()?
+                            );
+                        }
                         GeneratedField::__SkipField__ => {
                             let _ = map_.next_value::<serde::de::IgnoredAny>()?;
                         }
@@ -1561,6 +1580,7 @@ impl<'de> serde::Deserialize<'de> for execution_request::ExecutionContext {
                     deadline: deadline__,
                     trace_context: trace_context__.unwrap_or_default(),
                     worker_id: worker_id__.unwrap_or_default(),
+                    correlation_context: correlation_context__.unwrap_or_default(),
                 })
             }
         }
