@@ -4,12 +4,15 @@
 //! * `cargo xtask codegen --check` fails, naming the stale files, when that code is out of date.
 //! * `cargo xtask vectors [--check]` does the same for the golden vectors in
 //!   `conformance/vectors/`, which the conformance crate's generator writes.
+//! * `cargo xtask seed-systems [rrq|restate]` installs the real systems the dialect tests
+//!   run against into `target/seed-systems/`.
 #![forbid(unsafe_code)]
 // A command-line tool reports on stdout/stderr by design.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod codegen;
 mod files;
+mod seed_systems;
 
 use std::process::ExitCode;
 
@@ -20,6 +23,9 @@ tasks:
   codegen    regenerate the Rust types, JSON mapping, registry and descriptor set from proto/
   vectors    regenerate the valid golden vectors in conformance/vectors/ (the invalid ones are
              listed by hand in conformance/src/invalid.rs and written alongside)
+  seed-systems [rrq|restate]
+             install the real systems the dialect tests run against (Redis and RRQ 0.11.1,
+             restate-server 1.7.12) into target/seed-systems/; Redis comes from apt (as root)
 
 options:
   --check    change nothing; fail if a generated file differs from what would be written";
@@ -39,6 +45,10 @@ fn main() -> ExitCode {
     let result = match task {
         Some("codegen") => codegen::run(&files::workspace_root(), mode),
         Some("vectors") => vectors(mode),
+        Some("seed-systems") => {
+            let only = args.iter().filter(|a| !a.starts_with("--")).nth(1);
+            seed_systems::run(&files::workspace_root(), only.map(String::as_str))
+        }
         Some("help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

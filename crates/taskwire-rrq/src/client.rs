@@ -3,14 +3,21 @@
 //! [`Orchestrator`](taskwire_rpc::runner::Orchestrator) drives it exactly as it drives a
 //! taskwire runner.
 //!
-//! It behaves as RRQ's orchestrator does on the wire: requests share a connection (up to
-//! [`ClientConfig::max_in_flight_per_connection`], then another connection opens),
-//! answers are matched by `request_id` in any order, and a cancel goes on a connection of
-//! its own that closes once the frame is written. When a job's deadline passes without
-//! an answer, or the caller drops the call, the runner gets that cancel. An answer for a
-//! request no longer waited for is dropped; an answer without a `request_id`, or one
-//! naming another job, breaks the connection, and every job on it fails
-//! [`CallError::Unavailable`].
+//! It behaves as RRQ's orchestrator does on the wire:
+//!
+//! * requests share a connection (up to [`ClientConfig::max_in_flight_per_connection`],
+//!   then another connection opens), and answers are matched by `request_id` in any order;
+//! * a runner that does not accept is dialled again after 100, 200, 400, 800 and 1,600 ms,
+//!   then every 2 s, until [`ClientConfig::connect_timeout`] (or the job's deadline)
+//!   passes, so a runner restarting between attempts costs no attempt;
+//! * when a job's deadline passes without an answer, or the caller drops the call, the
+//!   runner gets a cancel on a connection of its own that closes once the frame is
+//!   written, and later jobs go on a new connection: the runner may still count the
+//!   abandoned job against the old one. The old connection closes once its other jobs
+//!   are answered;
+//! * an answer for a request no longer waited for is dropped; an answer without a
+//!   `request_id`, or one naming another job, breaks the connection, and every job on it
+//!   fails [`CallError::Unavailable`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,8 +45,13 @@ use crate::mapping::{execution_outcome, rrq_cancel, rrq_request};
 use crate::message::{Cancel, Message, PROTOCOL_VERSION, Response};
 use crate::runner::DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION;
 
-/// How long connecting to a runner may take: 15 s, as RRQ's `runner_connect_timeout_ms`.
+/// How long connecting to a runner may take, dials again included: 15 s, as RRQ's
+/// `runner_connect_timeout_ms`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The pauses between dials of a runner that does not accept, as RRQ's orchestrator
+/// makes them; the last repeats.
+const REDIAL_DELAYS_MS: [u64; 6] = [100, 200, 400, 800, 1600, 2000];
 
 /// Where an [`RrqClient`] finds its runner, and its limits.
 #[derive(Clone, Debug)]
@@ -51,7 +63,8 @@ pub struct ClientConfig {
     /// Jobs in flight on one connection before another opens. Default
     /// [`DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION`] (64, what RRQ's runners accept).
     pub max_in_flight_per_connection: usize,
-    /// How long connecting may take. Default [`DEFAULT_CONNECT_TIMEOUT`] (15 s).
+    /// How long connecting may take, dials again included. Default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] (15 s).
     pub connect_timeout: Duration,
 }
 
@@ -79,9 +92,15 @@ struct Link {
     waiting: Mutex<HashMap<String, Waiting>>,
     in_flight: AtomicUsize,
     broken: AtomicBool,
+    /// Takes no new jobs: one of its jobs was abandoned (see the module docs).
+    retired: AtomicBool,
 }
 
 impl Link {
+    fn waiting_len(&self) -> usize {
+        self.waiting.lock().expect("waiting lock").len()
+    }
+
     fn fail_all(&self, why: &str) {
         self.broken.store(true, Ordering::Release);
         let waiting: Vec<Waiting> = self
@@ -163,27 +182,39 @@ impl RrqClient {
         }
     }
 
+    /// Connects to the runner, dialling again as RRQ does until the connect timeout.
     async fn dial(&self) -> Result<TcpStream, CallError> {
         let addr = self.config.runner_addr;
-        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                CallError::Unavailable(format!(
-                    "the runner at {addr} did not accept within {:?}",
+        let give_up = tokio::time::Instant::now() + self.config.connect_timeout;
+        let mut attempts = 0_usize;
+        loop {
+            let error = match tokio::time::timeout_at(give_up, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "timed out".to_owned(),
+            };
+            let pause = REDIAL_DELAYS_MS[attempts.min(REDIAL_DELAYS_MS.len() - 1)];
+            attempts += 1;
+            let pause = Duration::from_millis(pause);
+            if tokio::time::Instant::now() + pause >= give_up {
+                return Err(CallError::Unavailable(format!(
+                    "the runner at {addr} did not accept in {attempts} attempts over {:?}: {error}",
                     self.config.connect_timeout
-                ))
-            })?
-            .map_err(|e| {
-                CallError::Unavailable(format!("connecting to the runner at {addr}: {e}"))
-            })?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+                )));
+            }
+            tokio::time::sleep(pause).await;
+        }
     }
 
     /// A connection with room for one more job, opened if none has.
     async fn link(&self) -> Result<Arc<Link>, CallError> {
         let mut links = self.links.lock().await;
-        links.retain(|link| !link.broken.load(Ordering::Acquire));
+        links.retain(|link| {
+            !link.broken.load(Ordering::Acquire) && !link.retired.load(Ordering::Acquire)
+        });
         let limit = self.config.max_in_flight_per_connection.max(1);
         if let Some(link) = links
             .iter()
@@ -199,6 +230,7 @@ impl RrqClient {
             waiting: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(1),
             broken: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         });
         let reader = Arc::clone(&link);
         tokio::spawn(async move {
@@ -275,6 +307,7 @@ impl Drop for InFlight {
             // The connection's end already stopped the job at the runner.
             return;
         }
+        self.link.retired.store(true, Ordering::Release);
         let cancel = Cancel {
             protocol_version: PROTOCOL_VERSION.to_owned(),
             job_id: std::mem::take(&mut self.job_id),
@@ -282,11 +315,21 @@ impl Drop for InFlight {
             hard_kill: false,
         };
         let client = self.client.clone();
+        let link = Arc::clone(&self.link);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Err(error) = client.send_cancel(cancel).await {
                     tracing::debug!(%error, "an abandoned job's cancel could not be sent");
                 }
+                // Close the retired connection once its other jobs are answered (or
+                // after the connect timeout, whichever is first).
+                let drained = async {
+                    while link.waiting_len() > 0 && !link.broken.load(Ordering::Acquire) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                let _ = tokio::time::timeout(client.config.connect_timeout, drained).await;
+                let _ = link.writer.lock().await.0.shutdown().await;
             });
         }
     }

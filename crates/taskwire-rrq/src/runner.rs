@@ -328,7 +328,7 @@ impl Connection {
                         self.start(request, &mut jobs, &answers).await;
                     }
                     Some(Ok(Message::Cancel(cancel))) => {
-                        self.shared.cancel(&self.router, cancel).await
+                        self.shared.cancel(&self.router, cancel).await;
                     }
                     Some(Ok(Message::Response(_))) => {
                         self.close_for_cause("the orchestrator sent a response to the runner");

@@ -229,7 +229,7 @@ async fn reference_handlers_answer_every_outcome_through_taskwires_orchestrator(
         .unwrap();
     match missing.outcome {
         Some(Outcome::HandlerNotFound(missing)) => {
-            assert_eq!(missing.function_name, "no_such_handler")
+            assert_eq!(missing.function_name, "no_such_handler");
         }
         other => panic!("missing: {other:?}"),
     }
@@ -596,7 +596,7 @@ async fn frames_read_from_a_socket_in_pieces_decode_whole() {
     let mut frames = FramedRead::new(stream, RrqCodec::new());
     match frames.next().await {
         Some(Ok(Message::Response(answer))) => {
-            assert_eq!(answer.result, serde_json::json!({"x": "y"}))
+            assert_eq!(answer.result, serde_json::json!({"x": "y"}));
         }
         other => panic!("{other:?}"),
     }

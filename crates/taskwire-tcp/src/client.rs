@@ -79,10 +79,12 @@ impl TcpClientConfig {
     }
 }
 
-/// Connects TCP clients.
+/// Connects TCP clients. Clones share one cached connection (see
+/// [`connection`](Self::connection)).
 #[derive(Clone, Debug)]
 pub struct TcpClient {
     config: TcpClientConfig,
+    current: Arc<tokio::sync::Mutex<Option<TcpConnection>>>,
 }
 
 struct Inner {
@@ -121,7 +123,25 @@ impl TcpClient {
     /// # drop(client);
     /// ```
     pub fn new(config: TcpClientConfig) -> TcpClient {
-        TcpClient { config }
+        TcpClient {
+            config,
+            current: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
+    /// The cached connection if it is still usable, otherwise a new one (one attempt),
+    /// which is cached in its place. [`connect`](Self::connect) always makes a new one.
+    pub async fn connection(&self) -> Result<TcpConnection, CallError> {
+        let mut current = self.current.lock().await;
+        if let Some(connection) = current.as_ref()
+            && connection.is_usable()
+        {
+            return Ok(connection.clone());
+        }
+        *current = None;
+        let connection = self.connect().await?;
+        *current = Some(connection.clone());
+        Ok(connection)
     }
 
     /// Connects, negotiates, and starts the connection's reader and writer. Must be

@@ -23,7 +23,7 @@ use taskwire_proto::runner::v1::{
 pub use taskwire_rpc::runner::{Orchestrator, RunnerChannel, RunnerError};
 use taskwire_rpc::{CallError, CallOptions};
 
-use crate::TcpConnection;
+use crate::{TcpClient, TcpConnection};
 
 impl RunnerChannel for TcpConnection {
     async fn execute(
@@ -38,5 +38,27 @@ impl RunnerChannel for TcpConnection {
 
     async fn cancel(&self, request: CancelRequest) -> Result<CancelResponse, CallError> {
         self.call(request).await
+    }
+}
+
+impl RunnerChannel for TcpClient {
+    /// Uses the cached connection, reconnecting first if it is gone; a call that was sent
+    /// is never sent again.
+    async fn execute(
+        &self,
+        request: ExecutionRequest,
+        timeout: Duration,
+    ) -> Result<ExecutionOutcome, CallError> {
+        // Connecting spends part of the deadline; the call gets what is left.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let connection = tokio::time::timeout_at(deadline, self.connection())
+            .await
+            .map_err(|_| CallError::DeadlineExceeded(timeout))??;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        connection.execute(request, remaining).await
+    }
+
+    async fn cancel(&self, request: CancelRequest) -> Result<CancelResponse, CallError> {
+        self.connection().await?.call(request).await
     }
 }
