@@ -2,7 +2,8 @@
 //!
 //! The frames are decoded by `taskwire-codec`, with the limits of a connection past its
 //! first frame, and their bodies by the registry of `taskwire-proto` ([`AnyMessage`]):
-//! what this prints is what a taskwire peer would have received.
+//! what this prints is what a taskwire peer would have received. `--dialect rrq` decodes
+//! RRQ's runner protocol with `taskwire-rrq` instead.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -36,6 +37,9 @@ Output:
   A bad or truncated frame ends the output with `error at byte OFFSET: ...` on stderr and
   exit code 1, after the frames before it.
 
+  With --dialect rrq, each line has offset, dialect (\"rrq\"), length (of the JSON text),
+  type (request, response or cancel) and payload, as RRQ sent them.
+
 Examples:
   # A capture of binary or JSON frames (the framing is read from the first byte):
   taskwire decode capture.bin
@@ -44,7 +48,9 @@ Examples:
   # A Ping, given as hex:
   taskwire decode --hex '010100070000000000000003 08e807'
   # JSON frames larger than the 16 MiB default:
-  taskwire decode --framing json --max-frame-length 67108864 dump.jsonframes";
+  taskwire decode --framing json --max-frame-length 67108864 dump.jsonframes
+  # One side of an RRQ orchestrator's connection to its runner:
+  taskwire decode --dialect rrq orchestrator-to-runner.bin";
 
 /// How much input is read at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -60,8 +66,11 @@ pub(crate) struct DecodeArgs {
     /// instead of a file.
     #[arg(long, value_name = "HEX")]
     hex: Option<String>,
-    /// The framing of the input. `auto` reads the first byte: 0x01 is the version byte of
-    /// a binary frame, anything else the top byte of a JSON frame's length prefix.
+    /// Whose protocol the frames are: taskwire's own, or a dialect taskwire speaks.
+    #[arg(long, value_enum, default_value_t = DialectArg::Taskwire)]
+    dialect: DialectArg,
+    /// The framing of taskwire input. `auto` reads the first byte: 0x01 is the version
+    /// byte of a binary frame, anything else the top byte of a JSON frame's length prefix.
     #[arg(long, value_enum, default_value_t = FramingArg::Auto)]
     framing: FramingArg,
     /// The largest frame accepted, in bytes: the body of a binary frame, the text of a
@@ -71,6 +80,15 @@ pub(crate) struct DecodeArgs {
     /// Print each frame's JSON over several indented lines.
     #[arg(long)]
     pretty: bool,
+}
+
+/// `--dialect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DialectArg {
+    /// taskwire's binary or JSON frames.
+    Taskwire,
+    /// RRQ's runner protocol: a 4-byte length, then a `{"type", "payload"}` envelope.
+    Rrq,
 }
 
 /// `--framing`.
@@ -224,6 +242,17 @@ impl<'a> FrameJson<'a> {
     }
 }
 
+/// One line of `--dialect rrq` output.
+#[derive(Serialize)]
+struct RrqFrameJson<'a> {
+    offset: u64,
+    dialect: &'static str,
+    length: u64,
+    #[serde(rename = "type")]
+    type_name: &'static str,
+    payload: &'a serde_json::Value,
+}
+
 /// Runs `taskwire decode`.
 pub(crate) fn run(args: DecodeArgs) -> Result<(), CliError> {
     let mut input = Input::open(&args)?;
@@ -235,48 +264,95 @@ pub(crate) fn run(args: DecodeArgs) -> Result<(), CliError> {
         // No input, no frames.
         return Ok(());
     };
-    let framing = match args.framing {
-        FramingArg::Binary => Framing::Binary,
-        FramingArg::Json => Framing::Json,
-        FramingArg::Auto => Framing::sniff(first_byte),
-    };
     let mut builder = Builder::new();
     // Not a connection: the Hello's 64 KiB limit has no business here.
     builder
         .max_frame_length(args.max_frame_length)
         .first_frame_done(true);
-    let mut decoder = framing.decoder(&builder);
+    let mut frames = Frames {
+        input,
+        buffer,
+        pretty: args.pretty,
+    };
+    match args.dialect {
+        DialectArg::Taskwire => {
+            let framing = match args.framing {
+                FramingArg::Binary => Framing::Binary,
+                FramingArg::Json => Framing::Json,
+                FramingArg::Auto => Framing::sniff(first_byte),
+            };
+            frames.print(
+                &mut *framing.decoder(&builder),
+                |frame, offset, len| {
+                    serde_json::to_value(FrameJson::new(frame, framing, offset, len))
+                },
+                |error, offset| frame_error(error, offset, args.framing, first_byte),
+            )
+        }
+        DialectArg::Rrq => frames.print(
+            &mut taskwire_rrq::RrqCodec::from_builder(&builder),
+            |message, offset, len| {
+                let envelope = serde_json::to_value(message)?;
+                serde_json::to_value(RrqFrameJson {
+                    offset,
+                    dialect: "rrq",
+                    length: len - taskwire_rrq::LENGTH_PREFIX_LEN as u64,
+                    type_name: message.type_name(),
+                    payload: &envelope["payload"],
+                })
+            },
+            |error, offset| CliError::at_byte(offset, error),
+        ),
+    }
+}
 
-    let mut stdout = io::stdout().lock();
-    let mut line = Vec::new();
-    // Bytes the decoder has taken from the buffer, and where the current frame starts.
-    let (mut consumed, mut frame_start) = (0u64, 0u64);
-    loop {
-        let before = buffer.len();
-        let decoded = if input.eof {
-            decoder.decode_eof(&mut buffer)
-        } else {
-            decoder.decode(&mut buffer)
-        };
-        consumed += (before - buffer.len()) as u64;
-        match decoded {
-            Ok(Some(frame)) => {
-                let json = FrameJson::new(&frame, framing, frame_start, consumed - frame_start);
-                line.clear();
-                if args.pretty {
-                    serde_json::to_writer_pretty(&mut line, &json)?;
-                } else {
-                    serde_json::to_writer(&mut line, &json)?;
+/// The input being decoded, and how each frame is printed.
+struct Frames {
+    input: Input,
+    buffer: BytesMut,
+    pretty: bool,
+}
+
+impl Frames {
+    /// Decodes frames until the input ends, printing each as `render` makes it (from the
+    /// frame, its offset and its length); a bad frame ends with `error`'s message.
+    fn print<T>(
+        &mut self,
+        decoder: &mut dyn Decoder<Item = T, Error = CodecError>,
+        render: impl Fn(&T, u64, u64) -> Result<serde_json::Value, serde_json::Error>,
+        error: impl Fn(CodecError, u64) -> CliError,
+    ) -> Result<(), CliError> {
+        let mut stdout = io::stdout().lock();
+        let mut line = Vec::new();
+        // Bytes the decoder has taken from the buffer, and where the current frame starts.
+        let (mut consumed, mut frame_start) = (0u64, 0u64);
+        loop {
+            let before = self.buffer.len();
+            let decoded = if self.input.eof {
+                decoder.decode_eof(&mut self.buffer)
+            } else {
+                decoder.decode(&mut self.buffer)
+            };
+            consumed += (before - self.buffer.len()) as u64;
+            match decoded {
+                Ok(Some(frame)) => {
+                    let json = render(&frame, frame_start, consumed - frame_start)?;
+                    line.clear();
+                    if self.pretty {
+                        serde_json::to_writer_pretty(&mut line, &json)?;
+                    } else {
+                        serde_json::to_writer(&mut line, &json)?;
+                    }
+                    line.push(b'\n');
+                    stdout.write_all(&line).map_err(CliError::Stdout)?;
+                    frame_start = consumed;
                 }
-                line.push(b'\n');
-                stdout.write_all(&line).map_err(CliError::Stdout)?;
-                frame_start = consumed;
-            }
-            Ok(None) if input.eof => return Ok(()),
-            Ok(None) => input.read_into(&mut buffer)?,
-            Err(e) => {
-                stdout.flush().map_err(CliError::Stdout)?;
-                return Err(frame_error(e, frame_start, args.framing, first_byte));
+                Ok(None) if self.input.eof => return Ok(()),
+                Ok(None) => self.input.read_into(&mut self.buffer)?,
+                Err(e) => {
+                    stdout.flush().map_err(CliError::Stdout)?;
+                    return Err(error(e, frame_start));
+                }
             }
         }
     }

@@ -393,6 +393,33 @@ fn decode_frame_over_max_frame_length_fails() {
 }
 
 #[test]
+fn decode_dialect_rrq_prints_each_rrq_frame_of_a_real_capture() {
+    let capture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../taskwire-rrq/tests/captures/conn1.s2c.bin");
+    let output = taskwire(&["decode", "--dialect", "rrq", path(&capture)]);
+    assert_success(&output);
+    let lines = json_lines(&output);
+    assert_eq!(lines.len(), 6, "the Python runner's six answers");
+    assert_eq!(lines[0]["dialect"], "rrq");
+    assert_eq!(lines[0]["offset"], 0);
+    assert_eq!(lines[1]["offset"], lines[0]["length"].as_u64().unwrap() + 4);
+    assert!(lines.iter().all(|line| line["type"] == "response"));
+    let retry = lines
+        .iter()
+        .find(|line| line["payload"]["status"] == "retry")
+        .expect("the retry answer");
+    assert_eq!(retry["payload"]["retry_after_seconds"], 1.0);
+    assert_eq!(retry["payload"]["error"]["message"], "not yet");
+
+    let empty = taskwire(&["decode", "--dialect", "rrq", "--hex", "00000000"]);
+    let message = assert_one_line_failure(&empty);
+    assert!(
+        message.contains("byte 0") && message.contains("empty frame"),
+        "{message}"
+    );
+}
+
+#[test]
 fn every_help_has_an_examples_section() {
     let commands: [&[&str]; 11] = [
         &[],

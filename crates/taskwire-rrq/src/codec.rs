@@ -20,7 +20,6 @@ use std::borrow::Cow;
 
 use bytes::{Buf as _, BufMut as _, BytesMut};
 use serde::Deserialize;
-use serde::ser::SerializeStruct as _;
 use serde_json::value::RawValue;
 use taskwire_codec::tokio_util::codec::{Decoder, Encoder};
 use taskwire_codec::{Builder, CodecError, JsonError, JsonErrorKind};
@@ -144,7 +143,7 @@ impl Encoder<&Message> for RrqCodec {
     fn encode(&mut self, message: &Message, dst: &mut BytesMut) -> Result<(), CodecError> {
         let start = dst.len();
         dst.put_u32(0);
-        let written = serde_json::to_writer((&mut *dst).writer(), &Envelope(message));
+        let written = serde_json::to_writer((&mut *dst).writer(), message);
         let len = (dst.len() - start - LENGTH_PREFIX_LEN) as u64;
         let checked = match written {
             Err(error) => Err(CodecError::Json(JsonError::new(
@@ -183,22 +182,6 @@ impl Encoder<Message> for RrqCodec {
 
     fn encode(&mut self, message: Message, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode(&message, dst)
-    }
-}
-
-/// `{"type": ..., "payload": ...}`, in that order, as RRQ writes it.
-struct Envelope<'a>(&'a Message);
-
-impl serde::Serialize for Envelope<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut envelope = serializer.serialize_struct("Envelope", 2)?;
-        envelope.serialize_field("type", self.0.type_name())?;
-        match self.0 {
-            Message::Request(request) => envelope.serialize_field("payload", request)?,
-            Message::Response(response) => envelope.serialize_field("payload", response)?,
-            Message::Cancel(cancel) => envelope.serialize_field("payload", cancel)?,
-        }
-        envelope.end()
     }
 }
 

@@ -42,6 +42,22 @@ impl Message {
     }
 }
 
+/// The envelope, `{"type": ..., "payload": ...}` in that order, as RRQ writes it (what
+/// [`RrqCodec`](crate::RrqCodec) puts after the length prefix).
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut envelope = serializer.serialize_struct("Envelope", 2)?;
+        envelope.serialize_field("type", self.type_name())?;
+        match self {
+            Message::Request(request) => envelope.serialize_field("payload", request)?,
+            Message::Response(response) => envelope.serialize_field("payload", response)?,
+            Message::Cancel(cancel) => envelope.serialize_field("payload", cancel)?,
+        }
+        envelope.end()
+    }
+}
+
 impl From<Request> for Message {
     fn from(request: Request) -> Message {
         Message::Request(request)

@@ -14,6 +14,7 @@
 //! | `tls` | no | `tls`: a private CA, certificates, rustls configs, peer identity, rotation |
 //! | `quic` | no | `rpc` (router, call model) and `quic`: the QUIC transport |
 //! | `tcp` | no | `rpc` and `tcp`: the TCP transport and the runner orchestrator |
+//! | `rrq` | no | `rpc` and `rrq`: RRQ's runner protocol, a runner RRQ drives, a client for RRQ's runners |
 //! | `full` | no | all of the above |
 //!
 //! ```
@@ -41,8 +42,11 @@ pub use taskwire_codec as codec;
 pub use taskwire_tls as tls;
 
 /// The transport-neutral call model and router (`taskwire-rpc`).
-#[cfg(any(feature = "quic", feature = "tcp"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "quic", feature = "tcp"))))]
+#[cfg(any(feature = "quic", feature = "tcp", feature = "rrq"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "quic", feature = "tcp", feature = "rrq")))
+)]
 pub use taskwire_rpc as rpc;
 
 /// The QUIC transport (`taskwire-quic`).
@@ -54,3 +58,8 @@ pub use taskwire_quic as quic;
 #[cfg(feature = "tcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub use taskwire_tcp as tcp;
+
+/// RRQ's runner protocol (`taskwire-rrq`).
+#[cfg(feature = "rrq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rrq")))]
+pub use taskwire_rrq as rrq;
