@@ -197,7 +197,7 @@ proptest! {
     #[test]
     fn arbitrary_json_in_a_well_formed_frame_never_panics(payload in json(), kind in prop_oneof![Just("request"), Just("response"), Just("cancel"), Just("other")]) {
         let text = serde_json::json!({"type": kind, "payload": payload}).to_string();
-        let mut frame = (text.len() as u32).to_be_bytes().to_vec();
+        let mut frame = u32::try_from(text.len()).unwrap().to_be_bytes().to_vec();
         frame.extend_from_slice(text.as_bytes());
         taskwire_rrq::fuzzing::check_stream(&frame);
     }
