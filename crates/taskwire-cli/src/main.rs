@@ -11,6 +11,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod bridge;
 mod call;
 mod cert;
 mod decode;
@@ -39,6 +40,10 @@ Examples:
   taskwire serve
   taskwire call taskwire.management.v1.HealthRequest --pin <PIN printed by serve>
 
+  # RRQ's jobs to runners on another machine, over QUIC with mutual TLS:
+  taskwire bridge rrq --listen 127.0.0.1:9000 --to quic://runners.internal:7443 \\
+      --ca ca.pem --cert client.pem --key client.key.pem
+
   # What crossed the wire:
   taskwire decode capture.bin
   taskwire decode --hex '010100070000000000000003 08e807'";
@@ -66,6 +71,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Load a server with unary calls and report calls/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Carry another system's protocol over QUIC or TCP with mutual TLS (RRQ's runners).
+    Bridge(bridge::BridgeArgs),
 }
 
 fn run(command: Command) -> Result<(), CliError> {
@@ -76,6 +83,7 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Call(args) => runtime("warn")?.block_on(call::run(args)),
         Command::Demo(args) => runtime("warn")?.block_on(demo::run(args)),
         Command::Bench(args) => runtime("warn")?.block_on(bench::run(args)),
+        Command::Bridge(args) => runtime("info")?.block_on(bridge::run(args)),
     }
 }
 

@@ -421,7 +421,7 @@ fn decode_dialect_rrq_prints_each_rrq_frame_of_a_real_capture() {
 
 #[test]
 fn every_help_has_an_examples_section() {
-    let commands: [&[&str]; 11] = [
+    let commands: [&[&str]; 12] = [
         &[],
         &["cert"],
         &["cert", "ca"],
@@ -433,6 +433,7 @@ fn every_help_has_an_examples_section() {
         &["call"],
         &["demo"],
         &["bench"],
+        &["bridge", "rrq"],
     ];
     for command in commands {
         let mut args = command.to_vec();
