@@ -8,7 +8,7 @@ Reads one JSON command per line on stdin and answers each with one JSON line on 
   {"op": "counts", "job_ids": [...]}                                  -> {"executions": {...}, "cancelled": {...}}
   {"op": "quit"}                                                       -> {}
 A STATE is what RRQClient.get_job_status reports (status, result, last_error), the job
-hash's current_retries and completion_time, and whether the job is in the dead-letter
+hash's current_retries, start_time and completion_time, and whether the job is in the dead-letter
 queue; status is null if the job did not end within the timeout. Errors are answered
 {"error": MESSAGE}.
 """
@@ -33,6 +33,7 @@ async def job_state(client, redis, job_id, result):
         "result": None if result is None else result.result,
         "last_error": None if result is None else result.last_error,
         "current_retries": int(fields.get("current_retries", "0")),
+        "start_time": fields.get("start_time"),
         "completion_time": fields.get("completion_time"),
         "in_dlq": job_id in dlq,
     }

@@ -234,6 +234,8 @@ pub struct JobState {
     pub last_error: Option<String>,
     /// Failed attempts RRQ counted.
     pub current_retries: u32,
+    /// When the orchestrator handed the job's last attempt to its runner (RFC 3339).
+    pub start_time: Option<String>,
     /// When the job ended (RFC 3339), if it did.
     pub completion_time: Option<String>,
     /// Whether the job is in the dead-letter queue.
@@ -427,7 +429,8 @@ pub fn jobs_router() -> (Router, Arc<JobLog>) {
         async move {
             let attempt = request.context.as_ref().map_or(0, |c| c.attempt);
             let params = request.params.clone().unwrap_or_default();
-            let known = ["echo", "noop", "flaky", "boom", "slow"].contains(&request.function_name.as_str());
+            // `noop`, the benchmark's job, does nothing, not even count.
+            let known = ["echo", "flaky", "boom", "slow"].contains(&request.function_name.as_str());
             if known {
                 JobLog::count(&log.executions, &request.job_id);
             }
@@ -478,4 +481,107 @@ pub fn jobs_router() -> (Router, Arc<JobLog>) {
         }
     });
     (router, log)
+}
+
+/// A CA, a server certificate for the remote bridge and a client certificate for the
+/// local one: mutual TLS, as a deployment runs it.
+fn bridge_tls() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    use taskwire_tls::{
+        CaParams, CertificateAuthority, ClientAuth, ClientCertParams, ClientConfigBuilder,
+        ServerCertParams, ServerConfigBuilder,
+    };
+    let ca = CertificateAuthority::generate(&CaParams::new("rrq bridge test CA")).expect("a CA");
+    let server = ca
+        .issue_server(
+            &ServerCertParams::new(["localhost"])
+                .ip_addresses(["127.0.0.1".parse().expect("an address")]),
+        )
+        .expect("a server certificate");
+    let client = ca
+        .issue_client(&ClientCertParams::new("jobs", "rrq-bridge"))
+        .expect("a client certificate");
+    let server = ServerConfigBuilder::new(server.credentials().expect("credentials"))
+        .client_auth(ClientAuth::Required(ca.ca_bundle().expect("a bundle")))
+        .alpn_protocols([taskwire_quic::ALPN])
+        .tls13_only(true)
+        .build()
+        .expect("server TLS");
+    let client = ClientConfigBuilder::new(ca.ca_bundle().expect("a bundle"))
+        .client_credentials(client.credentials().expect("credentials"))
+        .alpn_protocols([taskwire_quic::ALPN])
+        .tls13_only(true)
+        .build()
+        .expect("client TLS");
+    (Arc::new(server), Arc::new(client))
+}
+
+/// The two bridges of `taskwire bridge rrq`, in process: RRQ's orchestrator → `local` (an
+/// RRQ runner on loopback) → QUIC with mutual TLS (through a seeded relay dropping `loss`
+/// of the datagrams, when `loss` is above 0) → `remote` (a taskwire runner endpoint) →
+/// the RRQ runner on `runner_port`.
+#[derive(Debug)]
+pub struct BridgePair {
+    /// The orchestrator's side, where `rrq.toml` points.
+    pub local: taskwire_rrq::RunnerHandle,
+    /// The runners' side.
+    pub remote: taskwire_quic::ServerHandle,
+    /// The lossy relay between them, if any.
+    pub relay: Option<taskwire_quic::relay::Relay>,
+}
+
+impl BridgePair {
+    /// Starts both bridges and connects them, as `taskwire bridge rrq` connects at start:
+    /// a handshake whose first datagrams are dropped takes a second or more, longer than
+    /// a short job's whole timeout.
+    pub async fn start(runner_port: u16, loss: f64) -> Result<BridgePair, String> {
+        use taskwire_quic::relay::{Relay, RelayConfig};
+        use taskwire_quic::{ClientConfig, QuicClient, QuicServer, ServerConfig};
+        use taskwire_rpc::runner::relay_router;
+        use taskwire_rrq::{ClientConfig as RrqClientConfig, RrqClient, RrqRunner, RunnerConfig};
+
+        let (server_tls, client_tls) = bridge_tls();
+        let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let to_runner = RrqClient::new(RrqClientConfig::new(loopback(runner_port)));
+        let remote = QuicServer::new(ServerConfig::new(loopback(0), server_tls))
+            .map_err(|e| format!("the remote bridge: {e}"))?
+            .serve(relay_router(Arc::new(to_runner)));
+        let relay = if loss > 0.0 {
+            let config = RelayConfig {
+                seed: 7,
+                loss,
+                ..RelayConfig::default()
+            };
+            Some(
+                Relay::start(remote.local_addr(), config)
+                    .await
+                    .map_err(|e| format!("the relay: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let via = relay
+            .as_ref()
+            .map_or(remote.local_addr(), Relay::local_addr);
+        let to_remote = QuicClient::new(ClientConfig::new(via, "localhost", client_tls))
+            .map_err(|e| format!("the local bridge's client: {e}"))?;
+        to_remote
+            .connection()
+            .await
+            .map_err(|e| format!("connecting the bridges: {e}"))?;
+        let local = RrqRunner::bind(RunnerConfig::new(loopback(0)))
+            .await
+            .map_err(|e| format!("the local bridge: {e}"))?
+            .serve(relay_router(Arc::new(to_remote)));
+        Ok(BridgePair {
+            local,
+            remote,
+            relay,
+        })
+    }
+
+    /// Stops both, after the jobs in flight.
+    pub async fn shutdown(self) {
+        self.local.shutdown().await;
+        self.remote.shutdown().await;
+    }
 }

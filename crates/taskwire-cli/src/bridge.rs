@@ -298,6 +298,10 @@ mod tests {
             Endpoint::Tcp("[::1]:2".into())
         );
         let error = Endpoint::parse("h:1", "--to").unwrap_err();
-        assert!(error.line().contains("quic://HOST:PORT"), "{}", error.line());
+        assert!(
+            error.line().contains("quic://HOST:PORT"),
+            "{}",
+            error.line()
+        );
     }
 }

@@ -84,11 +84,18 @@ pub mod fuzzing {
 
     use crate::RrqCodec;
 
+    /// The frame limit the fuzzer decodes with, 512 KiB, as taskwire's codec targets: run
+    /// with `-malloc_limit_mb=1`, any allocation sized by a declared length rather than by
+    /// the bytes received is a crash.
+    pub const FUZZ_MAX_FRAME_LENGTH: u32 = 512 * 1024;
+
     /// Decodes `data` as a stream of RRQ frames, as a connection would, and checks what
     /// every input must keep: no panic, each message re-encodes to a frame that decodes
     /// to the same message, and nothing is decoded after the first error.
     pub fn check_stream(data: &[u8]) {
-        let mut codec = RrqCodec::new();
+        let mut codec = RrqCodec::from_builder(
+            taskwire_codec::Builder::new().max_frame_length(FUZZ_MAX_FRAME_LENGTH),
+        );
         let mut buffer = BytesMut::from(data);
         loop {
             match codec.decode_eof(&mut buffer) {

@@ -22,20 +22,12 @@ use taskwire_proto::runner::v1::execution_outcome::Outcome;
 use taskwire_proto::runner::v1::execution_request::ExecutionContext;
 use taskwire_proto::runner::v1::{ExecutionOutcome, ExecutionRequest};
 use taskwire_proto::wkt;
-use taskwire_quic::relay::{Relay, RelayConfig};
-use taskwire_quic::{
-    ClientConfig as QuicClientConfig, QuicClient, QuicServer, ServerConfig, ServerHandle,
-};
-use taskwire_rpc::runner::{Orchestrator, relay_router};
+use taskwire_rpc::runner::Orchestrator;
 use taskwire_rpc::{CallError, Router};
 use taskwire_rrq::{ClientConfig, RrqClient, RrqRunner, RunnerConfig, RunnerHandle};
 use taskwire_seed_systems::process::Service;
 use taskwire_seed_systems::require;
-use taskwire_seed_systems::rrq::{self, Config, Driver, Install, JobState, Redis};
-use taskwire_tls::{
-    CaParams, CertificateAuthority, ClientAuth, ClientCertParams, ClientConfigBuilder,
-    ServerCertParams, ServerConfigBuilder,
-};
+use taskwire_seed_systems::rrq::{self, BridgePair, Config, Driver, Install, JobState, Redis};
 
 /// One test at a time: each starts several processes, and two cores are shared.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -716,92 +708,13 @@ async fn wait_until(mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
-/// A CA, a server certificate for the remote bridge and a client certificate for the
-/// local one: mutual TLS, as a deployment would run it.
-fn bridge_tls() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
-    let ca = CertificateAuthority::generate(&CaParams::new("rrq bridge test CA")).unwrap();
-    let server = ca
-        .issue_server(
-            &ServerCertParams::new(["localhost"]).ip_addresses(["127.0.0.1".parse().unwrap()]),
-        )
-        .unwrap();
-    let client = ca
-        .issue_client(&ClientCertParams::new("jobs", "rrq-bridge"))
-        .unwrap();
-    let server = ServerConfigBuilder::new(server.credentials().unwrap())
-        .client_auth(ClientAuth::Required(ca.ca_bundle().unwrap()))
-        .alpn_protocols([taskwire_quic::ALPN])
-        .tls13_only(true)
-        .build()
-        .unwrap();
-    let client = ClientConfigBuilder::new(ca.ca_bundle().unwrap())
-        .client_credentials(client.credentials().unwrap())
-        .alpn_protocols([taskwire_quic::ALPN])
-        .tls13_only(true)
-        .build()
-        .unwrap();
-    (Arc::new(server), Arc::new(client))
-}
-
-/// The two bridges: RRQ's orchestrator → `local` (an RRQ runner on loopback) → QUIC with
-/// mutual TLS through a relay dropping 5% of datagrams → `remote` (a taskwire runner
-/// endpoint) → RRQ's Python runner on `python_port`.
-struct Bridges {
-    local: RunnerHandle,
-    remote: ServerHandle,
-    relay: Relay,
-}
-
-async fn bridges(python_port: u16) -> Bridges {
-    let (server_tls, client_tls) = bridge_tls();
-    let to_python = RrqClient::new(ClientConfig::new(SocketAddr::from((
-        [127, 0, 0, 1],
-        python_port,
-    ))));
-    let remote = QuicServer::new(ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        server_tls,
-    ))
-    .unwrap()
-    .serve(relay_router(Arc::new(to_python)));
-    let relay = Relay::start(
-        remote.local_addr(),
-        RelayConfig {
-            seed: 7,
-            loss: 0.05,
-            ..RelayConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let to_remote = QuicClient::new(QuicClientConfig::new(
-        relay.local_addr(),
-        "localhost",
-        client_tls,
-    ))
-    .unwrap();
-    // A bridge connects when it starts, as `taskwire bridge rrq` does: a handshake whose
-    // first datagrams the relay drops takes a second or more, longer than a short job's
-    // whole timeout.
-    to_remote.connection().await.unwrap();
-    let local = RrqRunner::bind(runner_config(0))
-        .await
-        .unwrap()
-        .serve(relay_router(Arc::new(to_remote)));
-    Bridges {
-        local,
-        remote,
-        relay,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rrqs_orchestrator_reaches_rrqs_python_runner_through_both_bridges_at_5_percent_loss() {
     let install = require!(Install::find());
     let _serial = SERIAL.lock().await;
     let dir = run_dir("rrq-through-bridges");
     let python_port = taskwire_seed_systems::free_port();
-    let bridges = bridges(python_port).await;
+    let bridges = BridgePair::start(python_port, 0.05).await.unwrap();
     let mut rig = Rig::start(&install, dir.clone(), bridges.local.local_addr().port()).await;
     let redis_url = rig.redis.url();
     let mut python = Some(
@@ -817,13 +730,12 @@ async fn rrqs_orchestrator_reaches_rrqs_python_runner_through_both_bridges_at_5_
         python = Some(rrq::start_python_runner(&install, python_port, &redis_url, &log).unwrap());
     })
     .await;
-    let stats = bridges.relay.stats();
+    let stats = bridges.relay.as_ref().expect("a 5% relay").stats();
     assert!(
         stats.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0,
         "the relay dropped datagrams"
     );
-    bridges.local.shutdown().await;
-    bridges.remote.shutdown().await;
+    bridges.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -832,7 +744,7 @@ async fn a_thousand_jobs_cross_both_bridges_at_5_percent_loss_each_run_once() {
     let _serial = SERIAL.lock().await;
     let dir = run_dir("rrq-thousand-through-bridges");
     let python_port = taskwire_seed_systems::free_port();
-    let bridges = bridges(python_port).await;
+    let bridges = BridgePair::start(python_port, 0.05).await.unwrap();
     let mut rig = Rig::start(&install, dir.clone(), bridges.local.local_addr().port()).await;
     let _python = rrq::start_python_runner(
         &install,
@@ -871,10 +783,11 @@ async fn a_thousand_jobs_cross_both_bridges_at_5_percent_loss_each_run_once() {
     }
     let dropped = bridges
         .relay
+        .as_ref()
+        .expect("a 5% relay")
         .stats()
         .dropped
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped > 0, "the relay dropped datagrams");
-    bridges.local.shutdown().await;
-    bridges.remote.shutdown().await;
+    bridges.shutdown().await;
 }

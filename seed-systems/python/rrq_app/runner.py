@@ -2,7 +2,8 @@
 
 The same job functions as the Rust router in `taskwire_seed_systems::rrq::jobs_router`, so
 every scenario runs the same whether RRQ's Python runner or a taskwire runner executes it.
-Each execution and each cancellation a handler sees is counted in Redis (the URL comes from
+Each execution (but of `noop`, the benchmark's job) and each cancellation a handler sees
+is counted in Redis (the URL comes from
 TASKWIRE_RRQ_COUNTS_REDIS), so tests can tell how often a job really ran.
 """
 import asyncio
@@ -27,7 +28,7 @@ async def echo(request: ExecutionRequest):
 
 
 async def noop(request: ExecutionRequest):
-    await _count("executions", request.job_id)
+    """Does nothing, not even count: the benchmark's job."""
     return None
 
 
