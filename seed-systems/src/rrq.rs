@@ -527,6 +527,8 @@ pub struct BridgePair {
     pub remote: taskwire_quic::ServerHandle,
     /// The lossy relay between them, if any.
     pub relay: Option<taskwire_quic::relay::Relay>,
+    /// The local bridge's QUIC client, to break its connection.
+    pub client: Arc<taskwire_quic::QuicClient>,
 }
 
 impl BridgePair {
@@ -568,14 +570,16 @@ impl BridgePair {
             .connection()
             .await
             .map_err(|e| format!("connecting the bridges: {e}"))?;
+        let client = Arc::new(to_remote);
         let local = RrqRunner::bind(RunnerConfig::new(loopback(0)))
             .await
             .map_err(|e| format!("the local bridge: {e}"))?
-            .serve(relay_router(Arc::new(to_remote)));
+            .serve(relay_router(Arc::clone(&client)));
         Ok(BridgePair {
             local,
             remote,
             relay,
+            client,
         })
     }
 

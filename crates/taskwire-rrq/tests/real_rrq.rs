@@ -696,6 +696,26 @@ async fn taskwires_orchestrator_drives_rrqs_python_runner() {
     drop(python);
 }
 
+/// Sends RRQ's cancel for every attempt of `job_id` to the runner at `addr`, on a
+/// connection of its own that closes after the frame, as RRQ's orchestrator does.
+async fn send_rrq_cancel(addr: SocketAddr, job_id: &str) {
+    use taskwire_codec::tokio_util::codec::Encoder as _;
+    use tokio::io::AsyncWriteExt as _;
+    let cancel = taskwire_rrq::Cancel {
+        protocol_version: "2".into(),
+        job_id: job_id.to_owned(),
+        request_id: None,
+        hard_kill: false,
+    };
+    let mut wire = bytes::BytesMut::new();
+    taskwire_rrq::RrqCodec::new()
+        .encode(&taskwire_rrq::Message::Cancel(cancel), &mut wire)
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&wire).await.unwrap();
+    stream.shutdown().await.unwrap();
+}
+
 /// Polls `done` every 10 ms for up to 10 s.
 async fn wait_until(mut done: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
@@ -730,6 +750,56 @@ async fn rrqs_orchestrator_reaches_rrqs_python_runner_through_both_bridges_at_5_
         python = Some(rrq::start_python_runner(&install, python_port, &redis_url, &log).unwrap());
     })
     .await;
+    // An RRQ cancel, sent as RRQ sends it (a connection of its own), crosses both bridges
+    // and stops the running job at the Python runner; its attempt ends `cancelled`, an
+    // error RRQ retries.
+    let job = rig.running_job(&Counter::Python, 5.0).await;
+    send_rrq_cancel(bridges.local.local_addr(), &job).await;
+    let state = rig.driver.wait_one(&job, WAIT).await.unwrap();
+    assert_eq!(
+        state.status.as_deref(),
+        Some("COMPLETED"),
+        "{state:?}\n{}",
+        rig.why()
+    );
+    assert_eq!(
+        (state.current_retries, state.last_error.as_deref()),
+        (1, Some("Job cancelled"))
+    );
+    assert_eq!(
+        rig.cancelled(&Counter::Python, &job).await,
+        1,
+        "the cancel reached the running handler"
+    );
+    assert_eq!(rig.executions(&Counter::Python, &job).await, 2);
+
+    // The connection between the bridges lost mid-job: the attempt ends with an error RRQ
+    // retries on a new connection, and the job runs once per attempt, never more.
+    let job = rig.running_job(&Counter::Python, 2.0).await;
+    bridges.client.connection().await.unwrap().close();
+    let state = rig.driver.wait_one(&job, WAIT).await.unwrap();
+    assert_eq!(
+        state.status.as_deref(),
+        Some("COMPLETED"),
+        "{state:?}\n{}",
+        rig.why()
+    );
+    assert_eq!(
+        (state.current_retries, state.result["attempt"].as_u64()),
+        (1, Some(2)),
+        "{state:?}"
+    );
+    assert_eq!(
+        rig.executions(&Counter::Python, &job).await,
+        2,
+        "one run per RRQ attempt"
+    );
+    assert_eq!(
+        rig.cancelled(&Counter::Python, &job).await,
+        1,
+        "the lost attempt was stopped at the runner"
+    );
+
     let stats = bridges.relay.as_ref().expect("a 5% relay").stats();
     assert!(
         stats.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0,
