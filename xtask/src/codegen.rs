@@ -1,4 +1,6 @@
-//! `cargo xtask codegen`: proto/ -> crates/taskwire-proto/src/generated/.
+//! `cargo xtask codegen`: proto/taskwire/ -> crates/taskwire-proto/src/generated/, and
+//! Restate's vendored proto/restate/ -> crates/taskwire-restate/src/generated/
+//! ([`restate`]).
 //!
 //! Pure Rust all the way: protox parses and links the schemas (no system `protoc`),
 //! prost-build emits the message types, pbjson-build the canonical proto3 JSON mapping,
@@ -6,6 +8,7 @@
 //! [`shapes`] the field shapes the decoded-size budget walks.
 
 mod registry;
+mod restate;
 mod shapes;
 
 use std::path::{Path, PathBuf};
@@ -24,12 +27,16 @@ pub(crate) const OUT_DIR: &str = "crates/taskwire-proto/src/generated";
 /// Regenerates (or, in check mode, verifies) every generated file.
 pub(crate) fn run(root: &Path, mode: Mode) -> Result<String, String> {
     let (generated, spec_sections) = generate(root)?;
-    let code = generated.finish(root, mode);
-    let spec = crate::files::ensure_sections(&root.join(SPEC), &spec_sections, mode);
-    match (code, spec) {
-        (Ok(code), Ok(spec)) => Ok(format!("{code}\n{spec}")),
-        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
-        (Err(a), Err(b)) => Err(format!("{a}\n{b}")),
+    let results = [
+        generated.finish(root, mode),
+        crate::files::ensure_sections(&root.join(SPEC), &spec_sections, mode),
+        restate::generate(root).and_then(|restate| restate.finish(root, mode)),
+    ];
+    let errors: Vec<String> = results.iter().filter_map(|r| r.clone().err()).collect();
+    if errors.is_empty() {
+        Ok(results.into_iter().flatten().collect::<Vec<_>>().join("\n"))
+    } else {
+        Err(errors.join("\n"))
     }
 }
 
@@ -42,7 +49,8 @@ pub(crate) type SpecSections = Vec<(&'static str, String)>;
 /// Produces the generated directory's contents and the spec's generated sections, in memory.
 pub(crate) fn generate(root: &Path) -> Result<(GeneratedDir, SpecSections), String> {
     let proto_dir = root.join("proto");
-    let proto_files = proto_files(&proto_dir)?;
+    // taskwire's own schemas; proto/restate/ is another system's, generated apart.
+    let proto_files = proto_files(&proto_dir, &proto_dir.join("taskwire"))?;
 
     let mut compiler = protox::Compiler::new([&proto_dir]).map_err(|e| e.to_string())?;
     compiler.include_imports(true).include_source_info(true);
@@ -134,8 +142,8 @@ pub(crate) fn generate(root: &Path) -> Result<(GeneratedDir, SpecSections), Stri
     Ok((out, sections))
 }
 
-/// All `.proto` files under `dir`, relative to it, sorted so output is deterministic.
-fn proto_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+/// All `.proto` files under `dir`, relative to `base`, sorted so output is deterministic.
+fn proto_files(base: &Path, dir: &Path) -> Result<Vec<PathBuf>, String> {
     fn walk(base: &Path, dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), String> {
         let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for entry in entries {
@@ -149,7 +157,7 @@ fn proto_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
         Ok(())
     }
     let mut found = Vec::new();
-    walk(dir, dir, &mut found)?;
+    walk(base, dir, &mut found)?;
     found.sort();
     if found.is_empty() {
         return Err(format!("no .proto files under {}", dir.display()));
@@ -212,5 +220,8 @@ mod tests {
         let (second, second_spec) = generate(&root).expect("codegen");
         assert_eq!(first.contents(), second.contents());
         assert_eq!(first_spec, second_spec);
+        let restate = restate::generate(&root).expect("restate codegen");
+        let again = restate::generate(&root).expect("restate codegen");
+        assert_eq!(restate.contents(), again.contents());
     }
 }

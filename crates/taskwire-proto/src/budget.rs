@@ -33,9 +33,10 @@ pub const DEFAULT_MAX_DECODED_SIZE: usize = 64 << 20;
 /// stops at 100): their bytes count as data.
 const MAX_DEPTH: usize = 100;
 
-/// What a field holds, as far as the budget is concerned.
+/// What a field holds, as far as the budget is concerned. Generated code builds these
+/// (`cargo xtask codegen`), for taskwire's schemas and for a dialect's ([`ShapeTable`]).
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum FieldShape {
+pub enum FieldShape {
     /// An embedded message: the index of its shape.
     Message(u16),
     /// String or bytes.
@@ -46,11 +47,22 @@ pub(crate) enum FieldShape {
 
 /// The fields of one message type, sorted by number.
 #[derive(Debug)]
-pub(crate) struct Shape {
+pub struct Shape {
     /// The message's full name: for tests and debugging, not needed by the walk.
-    #[allow(dead_code)]
-    pub(crate) name: &'static str,
-    pub(crate) fields: &'static [(u32, FieldShape)],
+    pub name: &'static str,
+    /// `(field number, what it holds)`, sorted by number.
+    pub fields: &'static [(u32, FieldShape)],
+}
+
+/// The shapes of one schema's messages and its type ids: what [`decoded_size_in`] walks.
+/// taskwire's own table is behind [`decoded_size`]; a dialect crate (Restate's protocol,
+/// say) has `cargo xtask codegen` generate one of its own.
+#[derive(Debug)]
+pub struct ShapeTable {
+    /// Every message a registered message can contain; [`FieldShape::Message`] indexes it.
+    pub shapes: &'static [Shape],
+    /// `(type id, index in shapes)` of each registered message, sorted by type id.
+    pub registered: &'static [(u16, u16)],
 }
 
 impl Shape {
@@ -92,11 +104,32 @@ pub const MAX_EXPANSION: usize = MESSAGE_COST / 2;
 /// assert_eq!(size, 1_001 * MESSAGE_COST);
 /// ```
 pub fn decoded_size(type_id: u16, body: &[u8], max: usize) -> Result<usize, OverBudget> {
-    let shape = REGISTERED
+    decoded_size_in(&TASKWIRE, type_id, body, max)
+}
+
+static TASKWIRE: ShapeTable = ShapeTable {
+    shapes: SHAPES,
+    registered: REGISTERED,
+};
+
+/// [`decoded_size`] for a message of another schema's `table`, by the same rule. A type id
+/// the table does not register counts its length.
+pub fn decoded_size_in(
+    table: &ShapeTable,
+    type_id: u16,
+    body: &[u8],
+    max: usize,
+) -> Result<usize, OverBudget> {
+    let shape = table
+        .registered
         .binary_search_by_key(&type_id, |(id, _)| *id)
         .ok()
-        .map(|i| &SHAPES[usize::from(REGISTERED[i].1)]);
-    let mut walk = Walk { counted: 0, max };
+        .map(|i| &table.shapes[usize::from(table.registered[i].1)]);
+    let mut walk = Walk {
+        counted: 0,
+        max,
+        shapes: table.shapes,
+    };
     match shape {
         Some(shape) => walk.message(shape, body, 0)?,
         None => walk.add(body.len())?,
@@ -138,7 +171,11 @@ pub fn nests_without_bound(type_id: u16) -> bool {
 /// array opened (outside strings) plus the body's length. JSON's shortest object, `{}`,
 /// is two bytes, like protobuf's.
 pub fn json_decoded_size(body: &[u8], max: usize) -> Result<usize, OverBudget> {
-    let mut walk = Walk { counted: 0, max };
+    let mut walk = Walk {
+        counted: 0,
+        max,
+        shapes: SHAPES,
+    };
     walk.add(body.len())?;
     let mut in_string = false;
     let mut escaped = false;
@@ -164,6 +201,7 @@ pub fn json_decoded_size(body: &[u8], max: usize) -> Result<usize, OverBudget> {
 struct Walk {
     counted: usize,
     max: usize,
+    shapes: &'static [Shape],
 }
 
 impl Walk {
@@ -216,7 +254,8 @@ impl Walk {
                     body = &body[len..];
                     match field {
                         Some(FieldShape::Message(index)) if depth < MAX_DEPTH => {
-                            self.message(&SHAPES[usize::from(index)], data, depth + 1)?;
+                            let shapes = self.shapes;
+                            self.message(&shapes[usize::from(index)], data, depth + 1)?;
                         }
                         Some(FieldShape::Message(_) | FieldShape::Data) => self.add(len)?,
                         // A packed run: at most one value per byte.

@@ -15,6 +15,7 @@
 //! | `quic` | no | `rpc` (router, call model) and `quic`: the QUIC transport |
 //! | `tcp` | no | `rpc` and `tcp`: the TCP transport and the runner orchestrator |
 //! | `rrq` | no | `rpc` and `rrq`: RRQ's runner protocol, a runner RRQ drives, a client for RRQ's runners |
+//! | `restate` | no | `restate`: Restate's service protocol, an endpoint whose handlers Restate invokes durably |
 //! | `full` | no | all of the above |
 //!
 //! ```
@@ -63,3 +64,8 @@ pub use taskwire_tcp as tcp;
 #[cfg(feature = "rrq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rrq")))]
 pub use taskwire_rrq as rrq;
+
+/// Restate's service protocol (`taskwire-restate`).
+#[cfg(feature = "restate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "restate")))]
+pub use taskwire_restate as restate;

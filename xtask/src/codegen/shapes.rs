@@ -29,8 +29,53 @@ pub(super) fn generate(pool: &DescriptorPool) -> Result<String, String> {
             registered.insert(type_id, message);
         }
     }
-    // Every message reachable from them, numbered in the order first reached (type id
-    // order, then field order), so the output is deterministic.
+    let tables = tables(&registered, "crate::budget");
+    let mut out = String::from(HEADER);
+    out.push_str("//! Wire shapes for the decoded-size rule (docs/protocol.md §8), walked by `crate::budget`.\n\n");
+    out.push_str(&tables.source);
+    let (order, index) = (tables.order, tables.index);
+
+    // Which registered messages reach a cycle of embedded messages (google.protobuf.Value
+    // and Struct make one): only they can nest without bound, in protobuf or in JSON.
+    let edges: Vec<Vec<usize>> = order
+        .iter()
+        .map(|message| {
+            message
+                .fields()
+                .filter_map(|f| match f.kind() {
+                    Kind::Message(sub) => Some(index[sub.full_name()]),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    out.push_str(
+        "/// Type ids of the registered messages that can nest without bound (they contain a\n/// cycle of embedded messages), sorted.\n",
+    );
+    out.push_str("pub(crate) static UNBOUNDED_NESTING: &[u16] = &[\n");
+    for (type_id, message) in &registered {
+        if reaches_cycle(index[message.full_name()], &edges) {
+            let _ = writeln!(out, "    {type_id:#06x},");
+        }
+    }
+    out.push_str("];\n");
+    Ok(out)
+}
+
+/// The shape tables of `registered` and every message they can contain.
+pub(super) struct Tables {
+    /// `SHAPES` and `REGISTERED`, as Rust statics of the types at `budget_path`.
+    pub(super) source: String,
+    /// The messages in `SHAPES` order.
+    order: Vec<MessageDescriptor>,
+    /// Full name → index in `SHAPES`.
+    index: HashMap<String, usize>,
+}
+
+/// Generates `SHAPES` (every message reachable from `registered`, numbered in the order
+/// first reached: type id order, then field order, so the output is deterministic) and
+/// `REGISTERED`, with `budget_path` naming the module of `Shape` and `FieldShape`.
+pub(super) fn tables(registered: &BTreeMap<u16, MessageDescriptor>, budget_path: &str) -> Tables {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut order: Vec<MessageDescriptor> = Vec::new();
     let mut pending: Vec<MessageDescriptor> = registered.values().cloned().collect();
@@ -49,11 +94,10 @@ pub(super) fn generate(pool: &DescriptorPool) -> Result<String, String> {
             }
         }
     }
-
-    let mut out = String::from(HEADER);
-    out.push_str("//! Wire shapes for the decoded-size rule (docs/protocol.md §8), walked by `crate::budget`.\n\n");
-    out.push_str(
-        "use crate::budget::{FieldShape::{Message as M, Data as D, Scalar as S}, Shape};\n\n",
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "use {budget_path}::{{FieldShape::{{Message as M, Data as D, Scalar as S}}, Shape}};\n"
     );
     out.push_str("/// Every message a registered message can contain, by index.\n");
     out.push_str("pub(crate) static SHAPES: &[Shape] = &[\n");
@@ -81,36 +125,15 @@ pub(super) fn generate(pool: &DescriptorPool) -> Result<String, String> {
         "/// `(type id, index in SHAPES)` of every registered message, sorted by type id.\n",
     );
     out.push_str("pub(crate) static REGISTERED: &[(u16, u16)] = &[\n");
-    for (type_id, message) in &registered {
+    for (type_id, message) in registered {
         let _ = writeln!(out, "    ({type_id:#06x}, {}),", index[message.full_name()]);
     }
     out.push_str("];\n\n");
-
-    // Which registered messages reach a cycle of embedded messages (google.protobuf.Value
-    // and Struct make one): only they can nest without bound, in protobuf or in JSON.
-    let edges: Vec<Vec<usize>> = order
-        .iter()
-        .map(|message| {
-            message
-                .fields()
-                .filter_map(|f| match f.kind() {
-                    Kind::Message(sub) => Some(index[sub.full_name()]),
-                    _ => None,
-                })
-                .collect()
-        })
-        .collect();
-    out.push_str(
-        "/// Type ids of the registered messages that can nest without bound (they contain a\n/// cycle of embedded messages), sorted.\n",
-    );
-    out.push_str("pub(crate) static UNBOUNDED_NESTING: &[u16] = &[\n");
-    for (type_id, message) in &registered {
-        if reaches_cycle(index[message.full_name()], &edges) {
-            let _ = writeln!(out, "    {type_id:#06x},");
-        }
+    Tables {
+        source: out,
+        order,
+        index,
     }
-    out.push_str("];\n");
-    Ok(out)
 }
 
 /// Whether a walk from `start` along `edges` can reach a cycle.
