@@ -220,33 +220,17 @@ impl MessageType {
             MessageType::AttachInvocationCommand => Some("AttachInvocationCommandMessage"),
             MessageType::GetInvocationOutputCommand => Some("GetInvocationOutputCommandMessage"),
             MessageType::CompleteAwakeableCommand => Some("CompleteAwakeableCommandMessage"),
-            MessageType::GetLazyStateCompletionNotification => {
-                Some("GetLazyStateCompletionNotificationMessage")
-            }
-            MessageType::GetLazyStateKeysCompletionNotification => {
-                Some("GetLazyStateKeysCompletionNotificationMessage")
-            }
-            MessageType::GetPromiseCompletionNotification => {
-                Some("GetPromiseCompletionNotificationMessage")
-            }
-            MessageType::PeekPromiseCompletionNotification => {
-                Some("PeekPromiseCompletionNotificationMessage")
-            }
-            MessageType::CompletePromiseCompletionNotification => {
-                Some("CompletePromiseCompletionNotificationMessage")
-            }
+            MessageType::GetLazyStateCompletionNotification => Some("GetLazyStateCompletionNotificationMessage"),
+            MessageType::GetLazyStateKeysCompletionNotification => Some("GetLazyStateKeysCompletionNotificationMessage"),
+            MessageType::GetPromiseCompletionNotification => Some("GetPromiseCompletionNotificationMessage"),
+            MessageType::PeekPromiseCompletionNotification => Some("PeekPromiseCompletionNotificationMessage"),
+            MessageType::CompletePromiseCompletionNotification => Some("CompletePromiseCompletionNotificationMessage"),
             MessageType::SleepCompletionNotification => Some("SleepCompletionNotificationMessage"),
             MessageType::CallCompletionNotification => Some("CallCompletionNotificationMessage"),
-            MessageType::CallInvocationIdCompletionNotification => {
-                Some("CallInvocationIdCompletionNotificationMessage")
-            }
+            MessageType::CallInvocationIdCompletionNotification => Some("CallInvocationIdCompletionNotificationMessage"),
             MessageType::RunCompletionNotification => Some("RunCompletionNotificationMessage"),
-            MessageType::AttachInvocationCompletionNotification => {
-                Some("AttachInvocationCompletionNotificationMessage")
-            }
-            MessageType::GetInvocationOutputCompletionNotification => {
-                Some("GetInvocationOutputCompletionNotificationMessage")
-            }
+            MessageType::AttachInvocationCompletionNotification => Some("AttachInvocationCompletionNotificationMessage"),
+            MessageType::GetInvocationOutputCompletionNotification => Some("GetInvocationOutputCompletionNotificationMessage"),
             MessageType::SignalNotification => Some("SignalNotificationMessage"),
             MessageType::Custom(_) | MessageType::Unknown(_) => None,
         }
@@ -378,9 +362,7 @@ pub enum Message {
     /// `AttachInvocationCompletionNotificationMessage`.
     AttachInvocationCompletionNotification(protocol::AttachInvocationCompletionNotificationMessage),
     /// `GetInvocationOutputCompletionNotificationMessage`.
-    GetInvocationOutputCompletionNotification(
-        protocol::GetInvocationOutputCompletionNotificationMessage,
-    ),
+    GetInvocationOutputCompletionNotification(protocol::GetInvocationOutputCompletionNotificationMessage),
     /// `SignalNotificationMessage`.
     SignalNotification(protocol::SignalNotificationMessage),
 }
@@ -417,179 +399,65 @@ impl Message {
             Message::AttachInvocationCommand(_) => MessageType::AttachInvocationCommand,
             Message::GetInvocationOutputCommand(_) => MessageType::GetInvocationOutputCommand,
             Message::CompleteAwakeableCommand(_) => MessageType::CompleteAwakeableCommand,
-            Message::GetLazyStateCompletionNotification(_) => {
-                MessageType::GetLazyStateCompletionNotification
-            }
-            Message::GetLazyStateKeysCompletionNotification(_) => {
-                MessageType::GetLazyStateKeysCompletionNotification
-            }
-            Message::GetPromiseCompletionNotification(_) => {
-                MessageType::GetPromiseCompletionNotification
-            }
-            Message::PeekPromiseCompletionNotification(_) => {
-                MessageType::PeekPromiseCompletionNotification
-            }
-            Message::CompletePromiseCompletionNotification(_) => {
-                MessageType::CompletePromiseCompletionNotification
-            }
+            Message::GetLazyStateCompletionNotification(_) => MessageType::GetLazyStateCompletionNotification,
+            Message::GetLazyStateKeysCompletionNotification(_) => MessageType::GetLazyStateKeysCompletionNotification,
+            Message::GetPromiseCompletionNotification(_) => MessageType::GetPromiseCompletionNotification,
+            Message::PeekPromiseCompletionNotification(_) => MessageType::PeekPromiseCompletionNotification,
+            Message::CompletePromiseCompletionNotification(_) => MessageType::CompletePromiseCompletionNotification,
             Message::SleepCompletionNotification(_) => MessageType::SleepCompletionNotification,
             Message::CallCompletionNotification(_) => MessageType::CallCompletionNotification,
-            Message::CallInvocationIdCompletionNotification(_) => {
-                MessageType::CallInvocationIdCompletionNotification
-            }
+            Message::CallInvocationIdCompletionNotification(_) => MessageType::CallInvocationIdCompletionNotification,
             Message::RunCompletionNotification(_) => MessageType::RunCompletionNotification,
-            Message::AttachInvocationCompletionNotification(_) => {
-                MessageType::AttachInvocationCompletionNotification
-            }
-            Message::GetInvocationOutputCompletionNotification(_) => {
-                MessageType::GetInvocationOutputCompletionNotification
-            }
+            Message::AttachInvocationCompletionNotification(_) => MessageType::AttachInvocationCompletionNotification,
+            Message::GetInvocationOutputCompletionNotification(_) => MessageType::GetInvocationOutputCompletionNotification,
             Message::SignalNotification(_) => MessageType::SignalNotification,
         }
     }
 
     /// Decodes the body of a message of type `ty`; `None` for a custom or unknown type.
-    pub fn decode(
-        ty: MessageType,
-        body: bytes::Bytes,
-    ) -> Option<Result<Message, prost::DecodeError>> {
+    pub fn decode(ty: MessageType, body: bytes::Bytes) -> Option<Result<Message, prost::DecodeError>> {
         use prost::Message as _;
         Some(match ty {
             MessageType::Start => protocol::StartMessage::decode(body).map(Message::Start),
-            MessageType::Suspension => {
-                crate::v6::SuspensionMessage::decode(body).map(Message::Suspension)
-            }
+            MessageType::Suspension => crate::v6::SuspensionMessage::decode(body).map(Message::Suspension),
             MessageType::Error => protocol::ErrorMessage::decode(body).map(Message::Error),
             MessageType::End => protocol::EndMessage::decode(body).map(Message::End),
-            MessageType::CommandAck => {
-                protocol::CommandAckMessage::decode(body).map(Message::CommandAck)
-            }
-            MessageType::ProposeRunCompletion => {
-                protocol::ProposeRunCompletionMessage::decode(body)
-                    .map(Message::ProposeRunCompletion)
-            }
-            MessageType::AwaitingOn => {
-                protocol::AwaitingOnMessage::decode(body).map(Message::AwaitingOn)
-            }
-            MessageType::ProposeRunCompletionAck => {
-                protocol::ProposeRunCompletionAckMessage::decode(body)
-                    .map(Message::ProposeRunCompletionAck)
-            }
-            MessageType::InputCommand => {
-                protocol::InputCommandMessage::decode(body).map(Message::InputCommand)
-            }
-            MessageType::OutputCommand => {
-                protocol::OutputCommandMessage::decode(body).map(Message::OutputCommand)
-            }
-            MessageType::GetLazyStateCommand => {
-                protocol::GetLazyStateCommandMessage::decode(body).map(Message::GetLazyStateCommand)
-            }
-            MessageType::SetStateCommand => {
-                protocol::SetStateCommandMessage::decode(body).map(Message::SetStateCommand)
-            }
-            MessageType::ClearStateCommand => {
-                protocol::ClearStateCommandMessage::decode(body).map(Message::ClearStateCommand)
-            }
-            MessageType::ClearAllStateCommand => {
-                protocol::ClearAllStateCommandMessage::decode(body)
-                    .map(Message::ClearAllStateCommand)
-            }
-            MessageType::GetLazyStateKeysCommand => {
-                protocol::GetLazyStateKeysCommandMessage::decode(body)
-                    .map(Message::GetLazyStateKeysCommand)
-            }
-            MessageType::GetEagerStateCommand => {
-                protocol::GetEagerStateCommandMessage::decode(body)
-                    .map(Message::GetEagerStateCommand)
-            }
-            MessageType::GetEagerStateKeysCommand => {
-                protocol::GetEagerStateKeysCommandMessage::decode(body)
-                    .map(Message::GetEagerStateKeysCommand)
-            }
-            MessageType::GetPromiseCommand => {
-                protocol::GetPromiseCommandMessage::decode(body).map(Message::GetPromiseCommand)
-            }
-            MessageType::PeekPromiseCommand => {
-                protocol::PeekPromiseCommandMessage::decode(body).map(Message::PeekPromiseCommand)
-            }
-            MessageType::CompletePromiseCommand => {
-                protocol::CompletePromiseCommandMessage::decode(body)
-                    .map(Message::CompletePromiseCommand)
-            }
-            MessageType::SleepCommand => {
-                protocol::SleepCommandMessage::decode(body).map(Message::SleepCommand)
-            }
-            MessageType::CallCommand => {
-                protocol::CallCommandMessage::decode(body).map(Message::CallCommand)
-            }
-            MessageType::OneWayCallCommand => {
-                protocol::OneWayCallCommandMessage::decode(body).map(Message::OneWayCallCommand)
-            }
-            MessageType::SendSignalCommand => {
-                protocol::SendSignalCommandMessage::decode(body).map(Message::SendSignalCommand)
-            }
-            MessageType::RunCommand => {
-                protocol::RunCommandMessage::decode(body).map(Message::RunCommand)
-            }
-            MessageType::AttachInvocationCommand => {
-                protocol::AttachInvocationCommandMessage::decode(body)
-                    .map(Message::AttachInvocationCommand)
-            }
-            MessageType::GetInvocationOutputCommand => {
-                protocol::GetInvocationOutputCommandMessage::decode(body)
-                    .map(Message::GetInvocationOutputCommand)
-            }
-            MessageType::CompleteAwakeableCommand => {
-                protocol::CompleteAwakeableCommandMessage::decode(body)
-                    .map(Message::CompleteAwakeableCommand)
-            }
-            MessageType::GetLazyStateCompletionNotification => {
-                protocol::GetLazyStateCompletionNotificationMessage::decode(body)
-                    .map(Message::GetLazyStateCompletionNotification)
-            }
-            MessageType::GetLazyStateKeysCompletionNotification => {
-                protocol::GetLazyStateKeysCompletionNotificationMessage::decode(body)
-                    .map(Message::GetLazyStateKeysCompletionNotification)
-            }
-            MessageType::GetPromiseCompletionNotification => {
-                protocol::GetPromiseCompletionNotificationMessage::decode(body)
-                    .map(Message::GetPromiseCompletionNotification)
-            }
-            MessageType::PeekPromiseCompletionNotification => {
-                protocol::PeekPromiseCompletionNotificationMessage::decode(body)
-                    .map(Message::PeekPromiseCompletionNotification)
-            }
-            MessageType::CompletePromiseCompletionNotification => {
-                protocol::CompletePromiseCompletionNotificationMessage::decode(body)
-                    .map(Message::CompletePromiseCompletionNotification)
-            }
-            MessageType::SleepCompletionNotification => {
-                protocol::SleepCompletionNotificationMessage::decode(body)
-                    .map(Message::SleepCompletionNotification)
-            }
-            MessageType::CallCompletionNotification => {
-                protocol::CallCompletionNotificationMessage::decode(body)
-                    .map(Message::CallCompletionNotification)
-            }
-            MessageType::CallInvocationIdCompletionNotification => {
-                protocol::CallInvocationIdCompletionNotificationMessage::decode(body)
-                    .map(Message::CallInvocationIdCompletionNotification)
-            }
-            MessageType::RunCompletionNotification => {
-                protocol::RunCompletionNotificationMessage::decode(body)
-                    .map(Message::RunCompletionNotification)
-            }
-            MessageType::AttachInvocationCompletionNotification => {
-                protocol::AttachInvocationCompletionNotificationMessage::decode(body)
-                    .map(Message::AttachInvocationCompletionNotification)
-            }
-            MessageType::GetInvocationOutputCompletionNotification => {
-                protocol::GetInvocationOutputCompletionNotificationMessage::decode(body)
-                    .map(Message::GetInvocationOutputCompletionNotification)
-            }
-            MessageType::SignalNotification => {
-                protocol::SignalNotificationMessage::decode(body).map(Message::SignalNotification)
-            }
+            MessageType::CommandAck => protocol::CommandAckMessage::decode(body).map(Message::CommandAck),
+            MessageType::ProposeRunCompletion => protocol::ProposeRunCompletionMessage::decode(body).map(Message::ProposeRunCompletion),
+            MessageType::AwaitingOn => protocol::AwaitingOnMessage::decode(body).map(Message::AwaitingOn),
+            MessageType::ProposeRunCompletionAck => protocol::ProposeRunCompletionAckMessage::decode(body).map(Message::ProposeRunCompletionAck),
+            MessageType::InputCommand => protocol::InputCommandMessage::decode(body).map(Message::InputCommand),
+            MessageType::OutputCommand => protocol::OutputCommandMessage::decode(body).map(Message::OutputCommand),
+            MessageType::GetLazyStateCommand => protocol::GetLazyStateCommandMessage::decode(body).map(Message::GetLazyStateCommand),
+            MessageType::SetStateCommand => protocol::SetStateCommandMessage::decode(body).map(Message::SetStateCommand),
+            MessageType::ClearStateCommand => protocol::ClearStateCommandMessage::decode(body).map(Message::ClearStateCommand),
+            MessageType::ClearAllStateCommand => protocol::ClearAllStateCommandMessage::decode(body).map(Message::ClearAllStateCommand),
+            MessageType::GetLazyStateKeysCommand => protocol::GetLazyStateKeysCommandMessage::decode(body).map(Message::GetLazyStateKeysCommand),
+            MessageType::GetEagerStateCommand => protocol::GetEagerStateCommandMessage::decode(body).map(Message::GetEagerStateCommand),
+            MessageType::GetEagerStateKeysCommand => protocol::GetEagerStateKeysCommandMessage::decode(body).map(Message::GetEagerStateKeysCommand),
+            MessageType::GetPromiseCommand => protocol::GetPromiseCommandMessage::decode(body).map(Message::GetPromiseCommand),
+            MessageType::PeekPromiseCommand => protocol::PeekPromiseCommandMessage::decode(body).map(Message::PeekPromiseCommand),
+            MessageType::CompletePromiseCommand => protocol::CompletePromiseCommandMessage::decode(body).map(Message::CompletePromiseCommand),
+            MessageType::SleepCommand => protocol::SleepCommandMessage::decode(body).map(Message::SleepCommand),
+            MessageType::CallCommand => protocol::CallCommandMessage::decode(body).map(Message::CallCommand),
+            MessageType::OneWayCallCommand => protocol::OneWayCallCommandMessage::decode(body).map(Message::OneWayCallCommand),
+            MessageType::SendSignalCommand => protocol::SendSignalCommandMessage::decode(body).map(Message::SendSignalCommand),
+            MessageType::RunCommand => protocol::RunCommandMessage::decode(body).map(Message::RunCommand),
+            MessageType::AttachInvocationCommand => protocol::AttachInvocationCommandMessage::decode(body).map(Message::AttachInvocationCommand),
+            MessageType::GetInvocationOutputCommand => protocol::GetInvocationOutputCommandMessage::decode(body).map(Message::GetInvocationOutputCommand),
+            MessageType::CompleteAwakeableCommand => protocol::CompleteAwakeableCommandMessage::decode(body).map(Message::CompleteAwakeableCommand),
+            MessageType::GetLazyStateCompletionNotification => protocol::GetLazyStateCompletionNotificationMessage::decode(body).map(Message::GetLazyStateCompletionNotification),
+            MessageType::GetLazyStateKeysCompletionNotification => protocol::GetLazyStateKeysCompletionNotificationMessage::decode(body).map(Message::GetLazyStateKeysCompletionNotification),
+            MessageType::GetPromiseCompletionNotification => protocol::GetPromiseCompletionNotificationMessage::decode(body).map(Message::GetPromiseCompletionNotification),
+            MessageType::PeekPromiseCompletionNotification => protocol::PeekPromiseCompletionNotificationMessage::decode(body).map(Message::PeekPromiseCompletionNotification),
+            MessageType::CompletePromiseCompletionNotification => protocol::CompletePromiseCompletionNotificationMessage::decode(body).map(Message::CompletePromiseCompletionNotification),
+            MessageType::SleepCompletionNotification => protocol::SleepCompletionNotificationMessage::decode(body).map(Message::SleepCompletionNotification),
+            MessageType::CallCompletionNotification => protocol::CallCompletionNotificationMessage::decode(body).map(Message::CallCompletionNotification),
+            MessageType::CallInvocationIdCompletionNotification => protocol::CallInvocationIdCompletionNotificationMessage::decode(body).map(Message::CallInvocationIdCompletionNotification),
+            MessageType::RunCompletionNotification => protocol::RunCompletionNotificationMessage::decode(body).map(Message::RunCompletionNotification),
+            MessageType::AttachInvocationCompletionNotification => protocol::AttachInvocationCompletionNotificationMessage::decode(body).map(Message::AttachInvocationCompletionNotification),
+            MessageType::GetInvocationOutputCompletionNotification => protocol::GetInvocationOutputCompletionNotificationMessage::decode(body).map(Message::GetInvocationOutputCompletionNotification),
+            MessageType::SignalNotification => protocol::SignalNotificationMessage::decode(body).map(Message::SignalNotification),
             MessageType::Custom(_) | MessageType::Unknown(_) => return None,
         })
     }
