@@ -68,16 +68,13 @@ fn service(service: &ServiceDef, version: u32) -> Value {
             if let Some(kind) = handler.kind.manifest_name() {
                 h.insert("ty".into(), json!(kind));
             }
+            // A handler without input takes any body, and ignores it.
             let mut input = Map::new();
-            match handler.input_content_type {
-                Some(content_type) => {
-                    input.insert("required".into(), json!(false));
-                    input.insert("contentType".into(), json!(content_type));
-                }
-                None => {
-                    input.insert("required".into(), json!(false));
-                }
-            }
+            input.insert("required".into(), json!(false));
+            input.insert(
+                "contentType".into(),
+                json!(handler.input_content_type.unwrap_or("*/*")),
+            );
             h.insert("input".into(), Value::Object(input));
             let mut output = Map::new();
             if let Some(content_type) = handler.output_content_type {

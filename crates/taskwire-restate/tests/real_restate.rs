@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use taskwire_restate::{
     Context, Endpoint, EndpointServer, HandlerError, Json, ObjectContext, ServerConfig,
-    ServerHandle, Service, SharedObjectContext, TerminalError, VirtualObject,
+    ServerHandle, Service, SharedObjectContext, Target, TerminalError, VirtualObject,
 };
 use taskwire_seed_systems::require;
 use taskwire_seed_systems::restate::{Install, Restate};
@@ -39,6 +39,7 @@ fn run_dir(name: &str) -> PathBuf {
 #[derive(Debug, Default)]
 struct Log {
     counts: Mutex<HashMap<String, u32>>,
+    awakeables: Mutex<Vec<String>>,
 }
 
 impl Log {
@@ -57,6 +58,8 @@ impl Log {
 fn endpoint(log: &Arc<Log>) -> Endpoint {
     let greet_log = Arc::clone(log);
     let flaky_log = Arc::clone(log);
+    let steps_log = Arc::clone(log);
+    let awake_log = Arc::clone(log);
     Endpoint::builder()
         .bind(
             Service::new("Greeter")
@@ -94,6 +97,56 @@ fn endpoint(log: &Arc<Log>) -> Endpoint {
                 })
                 .handler("terminal", |_ctx: Context, ()| async move {
                     Err::<(), _>(TerminalError::with_code(409, "no such order").into())
+                })
+                .handler(
+                    "greet_and_count",
+                    |ctx: Context, Json(name): Json<String>| async move {
+                        // A call waits for the callee's answer; a send does not.
+                        let Json(greeting): Json<String> = ctx
+                            .call(&Target::service("Greeter", "greet"), &Json(name))
+                            .await?;
+                        ctx.send(
+                            &Target::keyed("Counter", "greetings", "add"),
+                            &Json(1_i64),
+                            None,
+                        )?;
+                        Ok(Json(greeting))
+                    },
+                )
+                .handler("steps", move |ctx: Context, Json(sleep_ms): Json<u64>| {
+                    let log = Arc::clone(&steps_log);
+                    async move {
+                        let first = Arc::clone(&log);
+                        let Json(a): Json<u32> = ctx
+                            .run("first", move || async move {
+                                Ok(Json(first.count("steps.first")))
+                            })
+                            .await?;
+                        let second = Arc::clone(&log);
+                        let Json(b): Json<u32> = ctx
+                            .run("second", move || async move {
+                                Ok(Json(second.count("steps.second")))
+                            })
+                            .await?;
+                        log.count("steps.sleeping");
+                        ctx.sleep(Duration::from_millis(sleep_ms)).await?;
+                        Ok(Json(format!("{a}+{b}")))
+                    }
+                })
+                .handler("wait_awakeable", move |ctx: Context, ()| {
+                    let log = Arc::clone(&awake_log);
+                    async move {
+                        let (id, value) = ctx.awakeable::<Json<String>>();
+                        // Hand the id out of the invocation: a step, so it happens once.
+                        let published = Arc::clone(&log);
+                        ctx.run("publish", move || async move {
+                            published.awakeables.lock().unwrap().push(id);
+                            Ok(())
+                        })
+                        .await?;
+                        let Json(value) = value.await?;
+                        Ok(Json(format!("woken with {value}")))
+                    }
                 }),
         )
         .bind(
@@ -101,10 +154,12 @@ fn endpoint(log: &Arc<Log>) -> Endpoint {
                 .exclusive(
                     "add",
                     |ctx: ObjectContext, Json(delta): Json<i64>| async move {
-                        let count =
-                            ctx.get::<Json<i64>>("count").await?.map_or(0, |Json(n)| n) + delta;
-                        ctx.set("count", &Json(count))?;
-                        Ok(Json(count))
+                        let before = ctx.get::<Json<i64>>("count").await?.map_or(0, |Json(n)| n);
+                        // Between the read and the write: concurrent adds to one key would
+                        // lose updates if Restate did not run them one at a time.
+                        ctx.sleep(Duration::from_millis(150)).await?;
+                        ctx.set("count", &Json(before + delta))?;
+                        Ok(Json(before + delta))
                     },
                 )
                 .shared("get", |ctx: SharedObjectContext, ()| async move {
@@ -194,4 +249,272 @@ async fn a_greeter_runs_a_step_sleeps_and_answers_over_http2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_greeter_suspends_and_is_replayed_over_http1() {
     greeter_over(true).await;
+}
+
+/// Restate and the endpoint, registered over HTTP/2.
+struct Rig {
+    restate: Restate,
+    server: Option<ServerHandle>,
+    port: u16,
+    log: Arc<Log>,
+}
+
+impl Rig {
+    async fn start(name: &str, install: &Install) -> Rig {
+        let restate = Restate::start(install, &run_dir(name)).await.unwrap();
+        let log = Arc::new(Log::default());
+        let server = serve(endpoint(&log), 0).await;
+        let port = server.local_addr().port();
+        restate
+            .register(&format!("http://{}", server.local_addr()), false)
+            .await
+            .unwrap();
+        Rig {
+            restate,
+            server: Some(server),
+            port,
+            log,
+        }
+    }
+
+    async fn call(&self, path: &str, body: Value) -> (u16, Value) {
+        let answer = self.restate.call(path, &body).await.unwrap();
+        (
+            answer.status,
+            if answer.status == 200 {
+                answer.json()
+            } else {
+                json!(answer.text())
+            },
+        )
+    }
+
+    /// Waits until `what` was counted `n` times.
+    async fn counted(&self, what: &str, n: u32) {
+        let started = Instant::now();
+        while self.log.get(what) < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{what} never reached {n}\n{}",
+                self.restate.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_keeps_state_serializes_one_key_and_runs_keys_in_parallel() {
+    let install = require!(Install::find());
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start("restate-counter", &install).await;
+    assert_eq!(rig.call("/Counter/a/add", json!(5)).await, (200, json!(5)));
+    assert_eq!(
+        rig.call("/Counter/a/add", json!(2)).await,
+        (200, json!(7)),
+        "state kept across invocations"
+    );
+    assert_eq!(
+        rig.call("/Counter/a/get", json!(null)).await,
+        (200, json!(7)),
+        "a shared handler reads it"
+    );
+
+    // Ten adds to one key at once: each reads, sleeps 150 ms, writes. Run together they
+    // would lose updates; Restate runs them one after another.
+    let started = Instant::now();
+    let adds = (0..10).map(|_| rig.call("/Counter/b/add", json!(1)));
+    let answers = futures::future::join_all(adds).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    let mut seen: Vec<i64> = answers.iter().map(|(_, v)| v.as_i64().unwrap()).collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=10).collect::<Vec<_>>(),
+        "each add saw the one before it"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "one key's adds ran one at a time: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        rig.call("/Counter/b/get", json!(null)).await,
+        (200, json!(10))
+    );
+
+    // One add to each of ten keys at once: they run side by side.
+    let started = Instant::now();
+    let paths: Vec<String> = (0..10).map(|i| format!("/Counter/key-{i}/add")).collect();
+    let adds = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| rig.call(path, json!(i)));
+    let answers = futures::future::join_all(adds).await;
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(*answer, (200, json!(i)));
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "different keys ran in parallel: {:?}",
+        started.elapsed()
+    );
+    rig.server.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_is_retried_until_it_succeeds_once_and_a_terminal_error_reaches_the_caller()
+{
+    let install = require!(Install::find());
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start("restate-retries", &install).await;
+    // The step fails twice (retryable): Restate retries the invocation, the replay runs
+    // the step again, and its third run succeeds.
+    assert_eq!(rig.call("/Greeter/flaky", json!(2)).await, (200, json!(3)));
+    assert_eq!(
+        (
+            rig.log.get("flaky.attempts"),
+            rig.log.get("flaky.successes")
+        ),
+        (3, 1)
+    );
+    let rows = rig
+        .restate
+        .query("SELECT status, retry_count FROM sys_invocation WHERE target_handler_name = 'flaky'")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["status"], "completed");
+
+    // A terminal error ends the invocation at once with its code and message.
+    let (status, body) = rig.call("/Greeter/terminal", json!(null)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.as_str().unwrap_or_default().contains("no such order"),
+        "{body}"
+    );
+    rig.server.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_calls_another_and_sends_one_way() {
+    let install = require!(Install::find());
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start("restate-calls", &install).await;
+    assert_eq!(
+        rig.call("/Greeter/greet_and_count", json!("caller")).await,
+        (200, json!("hello caller (side-effect-ok)"))
+    );
+    // The one-way send ran on its own.
+    let started = Instant::now();
+    loop {
+        let (_, count) = rig.call("/Counter/greetings/get", json!(null)).await;
+        if count == json!(1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the sent add never ran: {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.server.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awakeable_is_resolved_from_outside() {
+    let install = require!(Install::find());
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start("restate-awakeable", &install).await;
+    let invocation = rig
+        .restate
+        .send("/Greeter/wait_awakeable", &json!(null))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let id = loop {
+        if let Some(id) = rig.log.awakeables.lock().unwrap().first().cloned() {
+            break id;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no awakeable id was published"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(id.starts_with("sign_1"), "{id}");
+    rig.restate
+        .resolve_awakeable(&id, &json!("the outside"))
+        .await
+        .unwrap();
+    let answer = rig.restate.attach(&invocation).await.unwrap();
+    assert_eq!(
+        (answer.status, answer.json()),
+        (200, json!("woken with the outside"))
+    );
+    rig.server.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_killed_mid_invocation_and_restarted_completes_it_without_rerunning_steps() {
+    let install = require!(Install::find());
+    let _serial = SERIAL.lock().await;
+    let mut rig = Rig::start("restate-endpoint-killed", &install).await;
+    let invocation = rig
+        .restate
+        .send("/Greeter/steps", &json!(1000))
+        .await
+        .unwrap();
+    rig.counted("steps.sleeping", 1).await;
+    // Killed with both steps done and the timer running.
+    rig.server.take().unwrap().abort().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = serve(endpoint(&rig.log), rig.port).await;
+    let answer = rig.restate.attach(&invocation).await.unwrap();
+    assert_eq!(
+        (answer.status, answer.json()),
+        (200, json!("1+1")),
+        "{}",
+        rig.restate.log_tail(20)
+    );
+    assert_eq!(
+        (rig.log.get("steps.first"), rig.log.get("steps.second")),
+        (1, 1),
+        "completed steps were replayed, not run"
+    );
+    assert!(
+        rig.log.get("steps.sleeping") >= 2,
+        "the invocation ran again after the kill"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restate_server_restarted_mid_invocation_completes_it() {
+    let install = require!(Install::find());
+    let _serial = SERIAL.lock().await;
+    let mut rig = Rig::start("restate-server-restarted", &install).await;
+    let invocation = rig
+        .restate
+        .send("/Greeter/steps", &json!(1500))
+        .await
+        .unwrap();
+    rig.counted("steps.sleeping", 1).await;
+    rig.restate.restart().await.unwrap();
+    let answer = rig.restate.attach(&invocation).await.unwrap();
+    assert_eq!(
+        (answer.status, answer.json()),
+        (200, json!("1+1")),
+        "{}",
+        rig.restate.log_tail(20)
+    );
+    assert_eq!(
+        (rig.log.get("steps.first"), rig.log.get("steps.second")),
+        (1, 1),
+        "completed steps were replayed, not run"
+    );
+    rig.server.unwrap().shutdown().await;
 }
