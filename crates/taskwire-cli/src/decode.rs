@@ -3,7 +3,10 @@
 //! The frames are decoded by `taskwire-codec`, with the limits of a connection past its
 //! first frame, and their bodies by the registry of `taskwire-proto` ([`AnyMessage`]):
 //! what this prints is what a taskwire peer would have received. `--dialect rrq` decodes
-//! RRQ's runner protocol with `taskwire-rrq` instead.
+//! RRQ's runner protocol with `taskwire-rrq` instead, and `--dialect restate` Restate's
+//! service protocol with `taskwire-restate`: a message stream as it is, or inside a
+//! recorded HTTP/1.1 or HTTP/2 connection (one direction), whose requests, headers and
+//! bodies are printed too.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -40,6 +43,13 @@ Output:
   With --dialect rrq, each line has offset, dialect (\"rrq\"), length (of the JSON text),
   type (request, response or cancel) and payload, as RRQ sent them.
 
+  With --dialect restate, each message's line has offset (in its body), dialect
+  (\"restate\"), type (the 16-bit code), name, flags, length and message (proto3 JSON).
+  Inside a recorded HTTP connection (--http auto finds it), a line per HTTP message or
+  HTTP/2 header block comes first (http, stream, start line or headers), and each line
+  names its http_message or stream; a body that is not a message stream (discovery's
+  manifest) is printed as text.
+
 Examples:
   # A capture of binary or JSON frames (the framing is read from the first byte):
   taskwire decode capture.bin
@@ -50,7 +60,9 @@ Examples:
   # JSON frames larger than the 16 MiB default:
   taskwire decode --framing json --max-frame-length 67108864 dump.jsonframes
   # One side of an RRQ orchestrator's connection to its runner:
-  taskwire decode --dialect rrq orchestrator-to-runner.bin";
+  taskwire decode --dialect rrq orchestrator-to-runner.bin
+  # Restate's side of a recorded HTTP/2 connection to an endpoint:
+  taskwire decode --dialect restate restate-to-endpoint.bin";
 
 /// How much input is read at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -69,6 +81,10 @@ pub(crate) struct DecodeArgs {
     /// Whose protocol the frames are: taskwire's own, or a dialect taskwire speaks.
     #[arg(long, value_enum, default_value_t = DialectArg::Taskwire)]
     dialect: DialectArg,
+    /// With --dialect restate: whether the input is a recorded HTTP connection. `auto`
+    /// reads the start: the HTTP/2 preface or a SETTINGS frame, a request or status line.
+    #[arg(long, value_enum, default_value_t = HttpArg::Auto)]
+    http: HttpArg,
     /// The framing of taskwire input. `auto` reads the first byte: 0x01 is the version
     /// byte of a binary frame, anything else the top byte of a JSON frame's length prefix.
     #[arg(long, value_enum, default_value_t = FramingArg::Auto)]
@@ -89,6 +105,21 @@ enum DialectArg {
     Taskwire,
     /// RRQ's runner protocol: a 4-byte length, then a `{"type", "payload"}` envelope.
     Rrq,
+    /// Restate's service protocol: an 8-byte header, then protobuf.
+    Restate,
+}
+
+/// `--http`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum HttpArg {
+    /// Decide from the start of the input.
+    Auto,
+    /// A bare message stream.
+    None,
+    /// One direction of an HTTP/1.1 connection.
+    H1,
+    /// One direction of an HTTP/2 connection.
+    H2,
 }
 
 /// `--framing`.
@@ -242,6 +273,18 @@ impl<'a> FrameJson<'a> {
     }
 }
 
+impl DecodeArgs {
+    fn http_kind(&self) -> Option<crate::decode_restate::Http> {
+        use crate::decode_restate::Http;
+        match self.http {
+            HttpArg::Auto => None,
+            HttpArg::None => Some(Http::None),
+            HttpArg::H1 => Some(Http::H1),
+            HttpArg::H2 => Some(Http::H2),
+        }
+    }
+}
+
 /// One line of `--dialect rrq` output.
 #[derive(Serialize)]
 struct RrqFrameJson<'a> {
@@ -275,6 +318,18 @@ pub(crate) fn run(args: DecodeArgs) -> Result<(), CliError> {
         pretty: args.pretty,
     };
     match args.dialect {
+        DialectArg::Restate => {
+            // A recorded connection is read whole: its messages span its HTTP framing.
+            while !frames.input.eof {
+                frames.input.read_into(&mut frames.buffer)?;
+            }
+            crate::decode_restate::run(
+                &frames.buffer,
+                args.http_kind(),
+                args.max_frame_length,
+                args.pretty,
+            )
+        }
         DialectArg::Taskwire => {
             let framing = match args.framing {
                 FramingArg::Binary => Framing::Binary,

@@ -15,6 +15,7 @@ mod bridge;
 mod call;
 mod cert;
 mod decode;
+mod decode_restate;
 mod demo;
 mod error;
 mod serve;

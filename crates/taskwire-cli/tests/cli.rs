@@ -420,6 +420,85 @@ fn decode_dialect_rrq_prints_each_rrq_frame_of_a_real_capture() {
 }
 
 #[test]
+fn decode_dialect_restate_prints_a_recorded_http2_invocation_and_its_headers() {
+    let captures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../taskwire-restate/tests/captures");
+    let output = taskwire(&[
+        "decode",
+        "--dialect",
+        "restate",
+        path(&captures.join("h2/conn2.c2s.bin")),
+    ]);
+    assert_success(&output);
+    let lines = json_lines(&output);
+    let headers = &lines[0]["headers"];
+    assert!(
+        headers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == ":path" && h[1] == "/invoke/Greeter/greet"),
+        "{headers}"
+    );
+    let names: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "StartMessage",
+            "InputCommandMessage",
+            "RunCompletionNotificationMessage",
+            "SleepCompletionNotificationMessage"
+        ]
+    );
+    assert_eq!(lines[1]["type"], "0x0000");
+    assert_eq!(lines[1]["message"]["knownEntries"], 1);
+
+    // Over HTTP/1.1: the SDK's three answers, the first ending in a V6 suspension.
+    let output = taskwire(&[
+        "decode",
+        "--dialect",
+        "restate",
+        path(&captures.join("http1/conn2.s2c.bin")),
+    ]);
+    assert_success(&output);
+    let lines = json_lines(&output);
+    let suspension = lines
+        .iter()
+        .find(|l| l["name"] == "SuspensionMessage")
+        .expect("a suspension");
+    assert_eq!(suspension["http_message"], 0);
+    assert_eq!(
+        suspension["message"]["waitingCompletions"],
+        serde_json::json!([1])
+    );
+
+    // A bare stream, and one cut short.
+    let bare = taskwire(&[
+        "decode",
+        "--dialect",
+        "restate",
+        "--hex",
+        "0003000000000000",
+    ]);
+    assert_success(&bare);
+    assert_eq!(json_lines(&bare)[0]["name"], "EndMessage");
+    let cut = taskwire(&[
+        "decode",
+        "--dialect",
+        "restate",
+        "--hex",
+        "04000000000000ff01",
+    ]);
+    let message = assert_one_line_failure(&cut);
+    assert!(
+        message.contains("byte 0") && message.contains("9 of 263"),
+        "{message}"
+    );
+}
+
+#[test]
 fn every_help_has_an_examples_section() {
     let commands: [&[&str]; 12] = [
         &[],
