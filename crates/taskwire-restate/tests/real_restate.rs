@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 use taskwire_restate::{
     Context, Endpoint, EndpointServer, HandlerError, Json, ObjectContext, ServerConfig,
-    ServerHandle, Service, SharedObjectContext, Target, TerminalError, VirtualObject,
+    ServerHandle, Service, SharedObjectContext, SharedWorkflowContext, Target, TerminalError,
+    VirtualObject, Workflow, WorkflowContext,
 };
 use taskwire_seed_systems::require;
 use taskwire_seed_systems::restate::{Install, Restate};
@@ -167,6 +168,30 @@ fn endpoint(log: &Arc<Log>) -> Endpoint {
                         ctx.get::<Json<i64>>("count").await?.map_or(0, |Json(n)| n),
                     ))
                 }),
+        )
+        .bind(
+            Workflow::new("Signup")
+                .run(
+                    "run",
+                    |ctx: WorkflowContext, Json(email): Json<String>| async move {
+                        ctx.set("email", &Json(email.clone()))?;
+                        // Waits, durably, until `verify` resolves the promise.
+                        let Json(code): Json<String> = ctx.promise("verified").await?;
+                        Ok(Json(format!("{email} verified with {code}")))
+                    },
+                )
+                .shared("email", |ctx: SharedWorkflowContext, ()| async move {
+                    Ok(Json(
+                        ctx.get::<Json<String>>("email").await?.map(|Json(e)| e),
+                    ))
+                })
+                .shared(
+                    "verify",
+                    |ctx: SharedWorkflowContext, Json(code): Json<String>| async move {
+                        ctx.resolve_promise("verified", &Json(code)).await?;
+                        Ok(())
+                    },
+                ),
         )
         .build()
         .unwrap()
@@ -515,6 +540,44 @@ async fn a_restate_server_restarted_mid_invocation_completes_it() {
         (rig.log.get("steps.first"), rig.log.get("steps.second")),
         (1, 1),
         "completed steps were replayed, not run"
+    );
+    rig.server.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_waits_on_a_promise_its_shared_handler_resolves() {
+    let install = require!(Install::find());
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start("restate-workflow", &install).await;
+    let invocation = rig
+        .restate
+        .send("/Signup/user-1/run", &json!("ada@example.com"))
+        .await
+        .unwrap();
+    // The run handler wrote its state and now waits on the promise.
+    let started = Instant::now();
+    loop {
+        let (status, email) = rig.call("/Signup/user-1/email", json!(null)).await;
+        assert_eq!(status, 200, "{email}");
+        if email == json!("ada@example.com") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the run never stored its state"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        rig.call("/Signup/user-1/verify", json!("code-42")).await.0,
+        200
+    );
+    let (status, again) = rig.call("/Signup/user-1/verify", json!("code-43")).await;
+    assert_eq!(status, 409, "a promise completes once: {again}");
+    let answer = rig.restate.attach(&invocation).await.unwrap();
+    assert_eq!(
+        (answer.status, answer.json()),
+        (200, json!("ada@example.com verified with code-42"))
     );
     rig.server.unwrap().shutdown().await;
 }
