@@ -258,16 +258,14 @@ impl Context {
             let proposed = match result {
                 Ok(value) => value.to_bytes(),
                 Err(HandlerError::Terminal(failure)) => Err(failure),
-                Err(HandlerError::Retryable(error)) => {
-                    return inner
-                        .fail(AttemptFailure {
-                            code: 500,
-                            message: format!("step {name:?} failed: {error}"),
-                            command_index: None,
-                            command_type: Some(crate::MessageType::RunCommand.code()),
-                            command_name: Some(name),
-                        })
-                        .await;
+                Err(error) => {
+                    let mut failure = AttemptFailure::retryable(
+                        &error,
+                        Some(crate::MessageType::RunCommand.code()),
+                        Some(name.clone()),
+                    );
+                    failure.message = format!("step {name:?} failed: {}", failure.message);
+                    return inner.fail(failure).await;
                 }
             };
             inner.0.lock().propose_run(id, proposed);

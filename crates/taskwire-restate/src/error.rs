@@ -76,17 +76,34 @@ impl fmt::Display for TerminalError {
 /// the attempt ends with an error, Restate retries the invocation under its retry
 /// policy, and the journal replays up to where it failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum HandlerError {
     /// Ends the invocation with this failure; never retried.
     Terminal(TerminalError),
     /// Ends this attempt; Restate retries the invocation.
     Retryable(Box<dyn std::error::Error + Send + Sync>),
+    /// Ends this attempt; Restate retries it after `delay` instead of its policy's next
+    /// delay (`ErrorMessage.next_retry_delay`), this once.
+    RetryAfter {
+        /// What went wrong.
+        error: Box<dyn std::error::Error + Send + Sync>,
+        /// When to try again.
+        delay: std::time::Duration,
+    },
 }
 
 impl HandlerError {
     /// A retryable failure from a message.
     pub fn retryable(message: impl Into<String>) -> HandlerError {
         HandlerError::Retryable(message.into().into())
+    }
+
+    /// A retryable failure to retry after `delay`.
+    pub fn retry_after(message: impl Into<String>, delay: std::time::Duration) -> HandlerError {
+        HandlerError::RetryAfter {
+            error: message.into().into(),
+            delay,
+        }
     }
 }
 
@@ -95,6 +112,9 @@ impl fmt::Display for HandlerError {
         match self {
             HandlerError::Terminal(error) => error.fmt(f),
             HandlerError::Retryable(error) => write!(f, "retryable error: {error}"),
+            HandlerError::RetryAfter { error, delay } => {
+                write!(f, "retryable error (retry after {delay:?}): {error}")
+            }
         }
     }
 }

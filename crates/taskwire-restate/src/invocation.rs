@@ -144,13 +144,7 @@ fn finish(journal: &mut Journal, result: Result<Bytes, HandlerError>) -> Ending 
     let recorded = match result {
         Ok(value) => journal.output(Ok(value)),
         Err(HandlerError::Terminal(failure)) => journal.output(Err(failure)),
-        Err(HandlerError::Retryable(error)) => Err(AttemptFailure {
-            code: 500,
-            message: error.to_string(),
-            command_index: None,
-            command_type: None,
-            command_name: None,
-        }),
+        Err(error) => Err(AttemptFailure::retryable(&error, None, None)),
     };
     match recorded {
         Ok(()) => Ending::End,

@@ -53,9 +53,31 @@ pub(crate) struct AttemptFailure {
     pub(crate) command_index: Option<u32>,
     pub(crate) command_type: Option<u16>,
     pub(crate) command_name: Option<String>,
+    /// Overrides Restate's next retry delay, in milliseconds.
+    pub(crate) next_retry_delay_ms: Option<u64>,
 }
 
 impl AttemptFailure {
+    /// The failure a retryable handler error ends an attempt with.
+    pub(crate) fn retryable(
+        error: &crate::HandlerError,
+        command_type: Option<u16>,
+        command_name: Option<String>,
+    ) -> AttemptFailure {
+        let delay = match error {
+            crate::HandlerError::RetryAfter { delay, .. } => u64::try_from(delay.as_millis()).ok(),
+            _ => None,
+        };
+        AttemptFailure {
+            code: 500,
+            message: error.to_string(),
+            command_index: None,
+            command_type,
+            command_name,
+            next_retry_delay_ms: delay,
+        }
+    }
+
     pub(crate) fn protocol(message: impl Into<String>) -> AttemptFailure {
         AttemptFailure {
             code: PROTOCOL_VIOLATION,
@@ -63,6 +85,7 @@ impl AttemptFailure {
             command_index: None,
             command_type: None,
             command_name: None,
+            next_retry_delay_ms: None,
         }
     }
 
@@ -73,6 +96,7 @@ impl AttemptFailure {
             related_command_index: self.command_index,
             related_command_type: self.command_type.map(u32::from),
             related_command_name: self.command_name.clone(),
+            next_retry_delay: self.next_retry_delay_ms,
             ..Default::default()
         }
     }
@@ -382,6 +406,7 @@ impl Journal {
             command_index: Some(index),
             command_type: Some(ty.code()),
             command_name: None,
+            next_retry_delay_ms: None,
         }
     }
 

@@ -80,6 +80,18 @@ fn greeter(runs: &Arc<AtomicU32>) -> Endpoint {
                 }
             },
         ))
+        .bind(
+            Service::new("Busy").handler("later", |ctx: Context, ()| async move {
+                ctx.run("call the busy service", || async {
+                    Err::<Json<u32>, _>(taskwire_restate::HandlerError::retry_after(
+                        "busy",
+                        Duration::from_millis(1500),
+                    ))
+                })
+                .await?;
+                HandlerResult::Ok(())
+            }),
+        )
         .bind(VirtualObject::new("Counter").exclusive(
             "add",
             |ctx: ObjectContext, Json(delta): Json<i64>| async move {
@@ -454,4 +466,32 @@ proptest! {
         }
         prop_assert!(runs.load(Ordering::SeqCst) <= 1, "a step runs at most once an attempt");
     }
+}
+
+#[tokio::test]
+async fn a_retryable_error_can_set_the_next_retry_delay() {
+    let runs = Arc::new(AtomicU32::new(0));
+    let answer = invoke(
+        &greeter(&runs),
+        "Busy",
+        "later",
+        vec![start(1), input("null")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        types(&answer),
+        [MessageType::RunCommand, MessageType::Error]
+    );
+    let error = error_of(&answer);
+    assert_eq!((error.code, error.next_retry_delay), (500, Some(1500)));
+    assert_eq!(
+        error.related_command_name.as_deref(),
+        Some("call the busy service")
+    );
+    assert_eq!(
+        error.related_command_type,
+        Some(u32::from(MessageType::RunCommand.code()))
+    );
+    assert!(error.message.contains("busy"), "{}", error.message);
 }
