@@ -1,19 +1,18 @@
-//! `taskwire bench`: the load generator of `taskwire-benches`, aimed at any taskwire
-//! server: closed-loop unary calls at a fixed concurrency, reported as calls per second and
-//! latency percentiles.
+//! `taskwire bench`: the load generator of `taskwire-load`, aimed at any taskwire server
+//! over QUIC or TCP: closed-loop unary calls at a fixed concurrency, reported as calls per
+//! second and latency percentiles.
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use taskwire_benches::load::{self, Report, Scenario};
+use taskwire_load::{Report, Scenario};
 use taskwire_proto::MessageSet;
 use taskwire_proto::registry::{self, AnyMessage, CallShape};
-use taskwire_quic::{Connection, QuicServer, ServerConfig};
+use taskwire_quic::{QuicServer, ServerConfig};
 use taskwire_reference::{ReferenceConfig, ReferenceServer, TenantSource};
 use taskwire_rpc::CallOptions;
 
 use crate::error::{CliError, print_line};
-use crate::tls_setup::{ClientArgs, server_tls};
+use crate::tls_setup::{Client, ClientArgs, ServerAddr, server_tls};
 
 /// Load a taskwire server with unary calls and report calls/s and latency percentiles.
 #[derive(clap::Args, Debug)]
@@ -25,6 +24,9 @@ Examples:
   # Against your own server, with the request of your choice:
   taskwire bench taskwire.instance.v1.GetInstanceStatusRequest --body '{\"instanceId\":\"order-7\"}' \\
       --addr 10.0.0.5:7700 --ca ca.pem --cert client.pem --key client.key.pem --concurrency 256
+
+  # Over TCP with TLS:
+  taskwire bench --addr tcp://10.0.0.5:7701 --ca ca.pem --cert client.pem --key client.key.pem
 
 The table shows the median of each figure over --runs, with the calls/s range; --json
 prints the same as JSON. Failed calls are counted, not retried.")]
@@ -86,7 +88,7 @@ pub(crate) async fn run(mut args: BenchArgs) -> Result<(), CliError> {
         ))
         .map_err(|e| CliError::msg(format!("embedded server: {e}")))?
         .serve(reference.router());
-        args.client.addr = server.local_addr();
+        args.client.addr = ServerAddr::Quic(server.local_addr().to_string());
         args.client.pin = Some(hex::encode(tls.pin));
         args.client.ca = None;
         Some(server)
@@ -94,21 +96,15 @@ pub(crate) async fn run(mut args: BenchArgs) -> Result<(), CliError> {
         None
     };
 
-    let mut connections = Vec::new();
-    let mut clients = Vec::new();
+    let mut connections: Vec<Client> = Vec::new();
     for _ in 0..args.connections {
-        let client = args.client.quic_client()?;
-        let connection = client
-            .connect()
-            .await
-            .map_err(|e| CliError::msg(format!("connecting to {}: {e}", args.client.addr)))?;
-        connections.push(connection);
-        clients.push(client);
+        connections.push(args.client.connect().await?);
     }
+    let transport = connections[0].transport();
     // One call first, so a request the server refuses fails here with its status rather
     // than as a run full of errors.
     connections[0]
-        .call_message::<AnyMessage>(request.clone(), CallOptions::default())
+        .call(request.clone(), CallOptions::default())
         .await
         .map_err(|e| CliError::msg(format!("the first {} failed: {e}", request.name())))?;
 
@@ -120,37 +116,36 @@ pub(crate) async fn run(mut args: BenchArgs) -> Result<(), CliError> {
         duration: Duration::from_secs_f64(args.duration),
     };
     let mut reports: Vec<Report> = Vec::new();
+    let bar = progress_bar(&args);
     for run in 0..args.runs {
-        let progress = (args.duration > 1.0
-            && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .then(|| tokio::spawn(progress_bar(run + 1, args.runs, scenario.duration)));
+        bar.set_message(format!("run {}/{}", run + 1, args.runs));
+        bar.set_position(0);
+        let ticker = tokio::spawn(advance(bar.clone(), scenario.duration));
         let connections = connections.clone();
         let request = request.clone();
-        let report = load::drive(scenario, "taskwire-quic", move |worker| {
-            let connection: Connection = connections[worker % connections.len()].clone();
-            let request = request.clone();
+        let report = taskwire_load::drive(scenario, transport, move |worker| {
+            let connection: Client = connections[worker % connections.len()].clone();
+            let request: AnyMessage = request.clone();
             async move {
                 connection
-                    .call_message::<AnyMessage>(request, CallOptions::default())
+                    .call(request, CallOptions::default())
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string())
             }
         })
         .await;
-        if let Some(progress) = progress {
-            progress.abort();
-            let _ = write!(std::io::stderr(), "\r{:60}\r", "");
-        }
+        ticker.abort();
         reports.push(report);
     }
-    for client in &clients {
-        client.close().await;
+    bar.finish_and_clear();
+    for connection in &connections {
+        connection.close().await;
     }
     if let Some(server) = embedded {
         server.shutdown().await;
     }
-    let summary = taskwire_benches::summarize(&reports);
+    let summary = taskwire_load::summarize(&reports);
     if args.json {
         print_line(serde_json::to_string(&summary).map_err(|e| CliError::msg(e.to_string()))?)?;
     } else {
@@ -162,26 +157,36 @@ pub(crate) async fn run(mut args: BenchArgs) -> Result<(), CliError> {
             request.body_len(),
             args.client.addr
         ))?;
-        print_line(taskwire_benches::load_table(&[summary]).trim_end())?;
+        print_line(taskwire_load::load_table(&[summary]).trim_end())?;
     }
     Ok(())
 }
 
-/// Redraws a bar on stderr until aborted.
-async fn progress_bar(run: usize, runs: usize, duration: Duration) {
+/// The run's progress on stderr; hidden when stderr is not a terminal, with `--json`, and
+/// for runs of a second or less.
+fn progress_bar(args: &BenchArgs) -> indicatif::ProgressBar {
+    let shown =
+        !args.json && args.duration > 1.0 && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !shown {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {percent:>3}% {elapsed_precise}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Moves the bar along the run's duration until aborted.
+async fn advance(bar: indicatif::ProgressBar, duration: Duration) {
     let started = Instant::now();
     loop {
         let done = (started.elapsed().as_secs_f64() / duration.as_secs_f64()).min(1.0);
-        // `done` is within 0..=1, so the product fits.
+        // Within 0..=1000.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let filled = (done * 30.0) as usize;
-        let _ = write!(
-            std::io::stderr(),
-            "\rrun {run}/{runs} [{}{}] {:>3.0}%",
-            "=".repeat(filled),
-            " ".repeat(30 - filled),
-            done * 100.0
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        bar.set_position((done * 1000.0) as u64);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

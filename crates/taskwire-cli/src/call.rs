@@ -9,7 +9,7 @@ use taskwire_rpc::{CallError, CallOptions};
 use crate::error::{CliError, print_line};
 use crate::tls_setup::ClientArgs;
 
-/// Send one request to a taskwire server over QUIC and print the answer as JSON.
+/// Send one request to a taskwire server over QUIC or TCP and print the answer as JSON.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
 Examples:
@@ -17,6 +17,8 @@ Examples:
   taskwire call taskwire.management.v1.HealthRequest --pin <PIN from `taskwire serve`>
   taskwire call RegisterInstanceRequest --json '{\"instanceId\":\"order-7\",\"imageId\":\"img-1\"}' \\
       --ca ca.pem --cert client.pem --key client.key.pem
+  # Over TCP with TLS, where UDP cannot go (`taskwire serve --tcp 127.0.0.1:7701`):
+  taskwire call HealthRequest --addr tcp://127.0.0.1:7701 --pin <PIN>
 
 Names may be full (taskwire.instance.v1.RegisterInstanceRequest) or short when only one
 package declares them. Unary and server-streaming requests are sent; one-way requests are
@@ -60,26 +62,22 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
         )));
     }
     let options = CallOptions::new().timeout(Duration::from_secs_f64(args.timeout.min(86_400.0)));
-    let client = args.client.quic_client()?;
-    let connection = client
-        .connect()
-        .await
-        .map_err(|e| call_failure(&args.client, e))?;
+    let client = args.client.connect().await?;
     match rpc.shape {
         CallShape::Unary => {
-            let answer: AnyMessage = connection
-                .call_message(request, options)
+            let answer = client
+                .call(request, options)
                 .await
                 .map_err(|e| call_failure(&args.client, e))?;
             print_message(&answer)?;
         }
         CallShape::ServerStreaming => {
-            let mut stream = connection
-                .server_stream_messages::<AnyMessage>(request, options)
+            let mut stream = client
+                .server_stream(request, options)
                 .await
                 .map_err(|e| call_failure(&args.client, e))?;
             while let Some(item) = stream
-                .message()
+                .next()
                 .await
                 .map_err(|e| call_failure(&args.client, e))?
             {
@@ -87,8 +85,8 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
             }
         }
         CallShape::OneWay => {
-            connection
-                .send_message(request)
+            client
+                .send(request)
                 .await
                 .map_err(|e| call_failure(&args.client, e))?;
             print_line(format_args!("{{\"sent\":{name:?}}}"))?;

@@ -74,6 +74,16 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Carry another system's protocol over QUIC or TCP with mutual TLS (RRQ's runners).
     Bridge(bridge::BridgeArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or PowerShell.
+    #[command(after_help = "\
+Examples:
+  taskwire completions bash > ~/.local/share/bash-completion/completions/taskwire
+  taskwire completions zsh > ~/.zfunc/_taskwire
+  taskwire completions fish > ~/.config/fish/completions/taskwire.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn run(command: Command) -> Result<(), CliError> {
@@ -85,6 +95,16 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Demo(args) => runtime("warn")?.block_on(demo::run(args)),
         Command::Bench(args) => runtime("warn")?.block_on(bench::run(args)),
         Command::Bridge(args) => runtime("info")?.block_on(bridge::run(args)),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "taskwire",
+                &mut out,
+            );
+            std::io::stdout().write_all(&out).map_err(CliError::Stdout)
+        }
     }
 }
 

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sha2::Digest as _;
-use taskwire_quic::{ClientConfig, QuicClient};
+use taskwire_proto::registry::AnyMessage;
+use taskwire_quic::{ClientConfig, Connection, QuicClient, ResponseStream};
+use taskwire_rpc::{CallError, CallOptions};
+use taskwire_tcp::{TcpClient, TcpClientConfig, TcpConnection, TcpResponseStream};
 use taskwire_tls::{
     CaBundle, CaParams, CertificateAuthority, ClientAuth, ClientConfigBuilder, Credentials,
     ReloadableCertResolver, ServerCertParams, ServerConfigBuilder,
@@ -14,12 +17,68 @@ use taskwire_tls::{
 
 use crate::error::CliError;
 
+/// A server address with its transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ServerAddr {
+    /// taskwire over QUIC: `HOST:PORT` or `quic://HOST:PORT`.
+    Quic(String),
+    /// taskwire over TCP with TLS: `tcp://HOST:PORT`.
+    Tcp(String),
+}
+
+impl std::str::FromStr for ServerAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ServerAddr, String> {
+        let (make, host_port): (fn(String) -> ServerAddr, &str) =
+            if let Some(rest) = text.strip_prefix("tcp://") {
+                (ServerAddr::Tcp, rest)
+            } else if let Some(rest) = text.strip_prefix("quic://") {
+                (ServerAddr::Quic, rest)
+            } else if text.contains("://") {
+                return Err(format!("{text:?}: the transport is quic:// or tcp://"));
+            } else {
+                (ServerAddr::Quic, text)
+            };
+        match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(make(host_port.to_owned()))
+            }
+            _ => Err(format!(
+                "{text:?} is not HOST:PORT (with quic:// or tcp:// for the transport)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddr::Quic(addr) => write!(f, "quic://{addr}"),
+            ServerAddr::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+impl ServerAddr {
+    /// The socket address, resolving a host name.
+    pub(crate) async fn resolve(&self) -> Result<SocketAddr, CliError> {
+        let (ServerAddr::Quic(host_port) | ServerAddr::Tcp(host_port)) = self;
+        tokio::net::lookup_host(host_port.as_str())
+            .await
+            .map_err(|e| CliError::msg(format!("--addr {self}: {e}")))?
+            .next()
+            .ok_or_else(|| CliError::msg(format!("--addr {self}: no address")))
+    }
+}
+
 /// How `call` and `bench` reach a server.
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct ClientArgs {
-    /// The server's QUIC address.
-    #[arg(long, default_value = "127.0.0.1:7700")]
-    pub(crate) addr: SocketAddr,
+    /// The server: HOST:PORT or quic://HOST:PORT for QUIC, tcp://HOST:PORT for TCP with
+    /// TLS (`taskwire serve --tcp`).
+    #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR|URL")]
+    pub(crate) addr: ServerAddr,
     /// The name the server's certificate must carry.
     #[arg(long, default_value = "localhost")]
     pub(crate) server_name: String,
@@ -43,7 +102,30 @@ pub(crate) struct ClientArgs {
 }
 
 impl ClientArgs {
-    pub(crate) fn quic_client(&self) -> Result<QuicClient, CliError> {
+    /// Connects and negotiates, over the transport `--addr` names.
+    pub(crate) async fn connect(&self) -> Result<Client, CliError> {
+        let addr = self.addr.resolve().await?;
+        let failed = |e: CallError| CliError::msg(format!("connecting to {}: {e}", self.addr));
+        match &self.addr {
+            ServerAddr::Quic(_) => {
+                let client = self.quic_client(addr)?;
+                let connection = client.connect().await.map_err(failed)?;
+                Ok(Client::Quic {
+                    client: Arc::new(client),
+                    connection,
+                })
+            }
+            ServerAddr::Tcp(_) => {
+                let mut config = TcpClientConfig::new(addr, self.server_name.clone(), self.tls()?);
+                config.session.name = "taskwire-cli".into();
+                config.session.tenant = self.tenant.clone();
+                let connection = TcpClient::new(config).connect().await.map_err(failed)?;
+                Ok(Client::Tcp(connection))
+            }
+        }
+    }
+
+    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, CliError> {
         let mut builder = match (&self.ca, &self.pin) {
             (Some(ca), _) => ClientConfigBuilder::new(
                 CaBundle::from_pem_file(ca)
@@ -66,10 +148,96 @@ impl ClientArgs {
             .tls13_only(true)
             .build()
             .map_err(|e| CliError::msg(format!("client TLS: {e}")))?;
-        let mut config = ClientConfig::new(self.addr, self.server_name.clone(), Arc::new(tls));
+        Ok(Arc::new(tls))
+    }
+
+    fn quic_client(&self, addr: SocketAddr) -> Result<QuicClient, CliError> {
+        let mut config = ClientConfig::new(addr, self.server_name.clone(), self.tls()?);
         config.session.name = "taskwire-cli".into();
         config.session.tenant = self.tenant.clone();
         QuicClient::new(config).map_err(|e| CliError::msg(format!("QUIC client: {e}")))
+    }
+}
+
+/// A negotiated connection over either transport.
+#[derive(Clone, Debug)]
+pub(crate) enum Client {
+    /// QUIC.
+    Quic {
+        /// The endpoint, closed with the connection.
+        client: Arc<QuicClient>,
+        /// The connection.
+        connection: Connection,
+    },
+    /// TCP with TLS.
+    Tcp(TcpConnection),
+}
+
+/// The items of a server-streaming call, over either transport.
+pub(crate) enum Items {
+    Quic(ResponseStream<AnyMessage>),
+    Tcp(TcpResponseStream<AnyMessage>),
+}
+
+impl Items {
+    pub(crate) async fn next(&mut self) -> Result<Option<AnyMessage>, CallError> {
+        match self {
+            Items::Quic(items) => items.message().await,
+            Items::Tcp(items) => items.message().await,
+        }
+    }
+}
+
+impl Client {
+    /// A unary call.
+    pub(crate) async fn call(
+        &self,
+        request: AnyMessage,
+        options: CallOptions,
+    ) -> Result<AnyMessage, CallError> {
+        match self {
+            Client::Quic { connection, .. } => connection.call_message(request, options).await,
+            Client::Tcp(connection) => connection.call_message(request, options).await,
+        }
+    }
+
+    /// A one-way call.
+    pub(crate) async fn send(&self, request: AnyMessage) -> Result<(), CallError> {
+        match self {
+            Client::Quic { connection, .. } => connection.send_message(request).await,
+            Client::Tcp(connection) => connection.send_message(request).await,
+        }
+    }
+
+    /// A server-streaming call.
+    pub(crate) async fn server_stream(
+        &self,
+        request: AnyMessage,
+        options: CallOptions,
+    ) -> Result<Items, CallError> {
+        Ok(match self {
+            Client::Quic { connection, .. } => {
+                Items::Quic(connection.server_stream_messages(request, options).await?)
+            }
+            Client::Tcp(connection) => {
+                Items::Tcp(connection.server_stream_messages(request, options).await?)
+            }
+        })
+    }
+
+    /// Closes the connection.
+    pub(crate) async fn close(&self) {
+        if let Client::Quic { client, .. } = self {
+            client.close().await;
+        }
+    }
+
+    /// The transport's name, for reports.
+    pub(crate) fn transport(&self) -> &'static str {
+        match self {
+            Client::Quic { .. } => "taskwire-quic",
+            Client::Tcp(_) => "taskwire-tcp",
+        }
     }
 }
 

@@ -500,7 +500,7 @@ fn decode_dialect_restate_prints_a_recorded_http2_invocation_and_its_headers() {
 
 #[test]
 fn every_help_has_an_examples_section() {
-    let commands: [&[&str]; 12] = [
+    let commands: [&[&str]; 13] = [
         &[],
         &["cert"],
         &["cert", "ca"],
@@ -513,6 +513,7 @@ fn every_help_has_an_examples_section() {
         &["demo"],
         &["bench"],
         &["bridge", "rrq"],
+        &["completions"],
     ];
     for command in commands {
         let mut args = command.to_vec();
@@ -588,6 +589,8 @@ fn bad_flag_values_exit_nonzero_without_panicking() {
 struct Served {
     child: std::process::Child,
     quic: String,
+    /// `tcp://ADDR` when started with `--tcp`, else empty.
+    tcp: String,
     pin: String,
 }
 
@@ -621,10 +624,21 @@ fn serve(args: &[&str]) -> Served {
                 .to_owned();
         }
         if let Some(rest) = line.strip_prefix("LISTENING quic=") {
-            let quic = rest.split_whitespace().next().unwrap().to_owned();
+            let mut parts = rest.split_whitespace();
+            let quic = parts.next().unwrap().to_owned();
+            let tcp = parts
+                .next()
+                .and_then(|p| p.strip_prefix("tcp="))
+                .filter(|addr| *addr != "-")
+                .map_or_else(String::new, |addr| format!("tcp://{addr}"));
             // Keep reading stdout so the server never blocks on a full pipe.
             std::thread::spawn(move || lines.for_each(drop));
-            return Served { child, quic, pin };
+            return Served {
+                child,
+                quic,
+                tcp,
+                pin,
+            };
         }
     }
     panic!("taskwire serve exited before listening: {:?}", child.wait());
@@ -921,4 +935,73 @@ fn bench_loads_an_embedded_server_and_reports_json() {
         "--embedded",
     ]);
     assert!(assert_one_line_failure(&refused).contains("NOT_FOUND"));
+}
+
+#[test]
+fn call_and_bench_reach_a_server_over_quic_and_over_tcp() {
+    let server = serve(&["--tcp", "127.0.0.1:0"]);
+    assert!(server.tcp.starts_with("tcp://127.0.0.1:"), "{}", server.tcp);
+    let quic_url = format!("quic://{}", server.quic);
+    for addr in [server.quic.as_str(), quic_url.as_str(), server.tcp.as_str()] {
+        let pinned = ["--addr", addr, "--pin", &server.pin, "--tenant", "acme"];
+        let health = taskwire(&[&["call", "HealthRequest"][..], &pinned].concat());
+        assert_success(&health);
+        assert_eq!(
+            json_lines(&health)[0]["type"],
+            "taskwire.management.v1.HealthResponse",
+            "{addr}"
+        );
+
+        let bench = taskwire(
+            &[
+                &["bench", "--duration", "1.5", "--concurrency", "4", "--json"][..],
+                &pinned,
+            ]
+            .concat(),
+        );
+        assert_success(&bench);
+        assert!(
+            !stderr(&bench).contains("run 1/1"),
+            "no progress bar off a terminal: {}",
+            stderr(&bench)
+        );
+        let summary = &json_lines(&bench)[0];
+        let transport = if addr.starts_with("tcp://") {
+            "taskwire-tcp"
+        } else {
+            "taskwire-quic"
+        };
+        assert_eq!(summary["transport"], transport, "{addr}");
+        assert!(
+            summary["calls_per_second"][0].as_f64().unwrap() > 0.0,
+            "{summary}"
+        );
+        assert_eq!(summary["errors"], 0);
+    }
+    for bad in ["udp://127.0.0.1:1", "127.0.0.1", "tcp://nohost"] {
+        let output = taskwire(&["call", "HealthRequest", "--addr", bad, "--pin", &server.pin]);
+        assert_eq!(output.status.code(), Some(2), "{bad}: a usage error");
+        assert!(
+            stderr(&output).contains("--addr"),
+            "{bad}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = taskwire(&["completions", shell]);
+        assert_success(&output);
+        let script = stdout(&output);
+        for subcommand in ["serve", "call", "bench", "bridge", "decode", "cert"] {
+            assert!(
+                script.contains(subcommand),
+                "{shell} completions name {subcommand}"
+            );
+        }
+    }
+    let unknown = taskwire(&["completions", "cmd.exe"]);
+    assert_eq!(unknown.status.code(), Some(2));
 }

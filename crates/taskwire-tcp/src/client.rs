@@ -484,6 +484,25 @@ impl TcpConnection {
         R: Rpc,
         R::Response: WireMessage,
     {
+        self.unary(request, options).await
+    }
+
+    /// A unary call whose types are known only at run time, such as a request parsed
+    /// from JSON into an [`AnyMessage`](taskwire_proto::registry::AnyMessage): the answer
+    /// is decoded as a message of the same set.
+    pub async fn call_message<M: MessageSet>(
+        &self,
+        request: M,
+        options: CallOptions,
+    ) -> Result<M, CallError> {
+        self.unary(request, options).await
+    }
+
+    async fn unary<Q: MessageSet, A: MessageSet>(
+        &self,
+        request: Q,
+        options: CallOptions,
+    ) -> Result<A, CallError> {
         let timeout = options.get_timeout();
         let call = async {
             let (mut guard, mut rx) = self.open(request, &options, true).await?;
@@ -491,7 +510,7 @@ impl TcpConnection {
                 CallError::Unavailable("the connection closed before the answer".into())
             })?;
             guard.done = true;
-            decode_answer::<R::Response>(frame)
+            decode_answer::<A>(frame)
         };
         match timeout {
             Some(timeout) => tokio::time::timeout(timeout, call)
@@ -503,6 +522,12 @@ impl TcpConnection {
 
     /// A one-way call.
     pub async fn send_event<R: Rpc>(&self, request: R) -> Result<(), CallError> {
+        self.send_message(request).await
+    }
+
+    /// A one-way call whose type is known only at run time (see
+    /// [`call_message`](Self::call_message)).
+    pub async fn send_message<M: MessageSet>(&self, request: M) -> Result<(), CallError> {
         let (mut guard, _rx) = self.open(request, &CallOptions::default(), true).await?;
         guard.done = true;
         self.inner
@@ -523,6 +548,24 @@ impl TcpConnection {
         R: Rpc,
         R::Response: WireMessage,
     {
+        self.open_server_stream(request, options).await
+    }
+
+    /// A server-streaming call whose types are known only at run time (see
+    /// [`call_message`](Self::call_message)): items are decoded as messages of the set.
+    pub async fn server_stream_messages<M: MessageSet>(
+        &self,
+        request: M,
+        options: CallOptions,
+    ) -> Result<TcpResponseStream<M>, CallError> {
+        self.open_server_stream(request, options).await
+    }
+
+    async fn open_server_stream<Q: MessageSet, A: MessageSet>(
+        &self,
+        request: Q,
+        options: CallOptions,
+    ) -> Result<TcpResponseStream<A>, CallError> {
         let (guard, rx) = self.open(request, &options, true).await?;
         Ok(TcpResponseStream {
             guard,
@@ -653,7 +696,7 @@ impl<T> std::fmt::Debug for TcpResponseStream<T> {
     }
 }
 
-impl<T: WireMessage> TcpResponseStream<T> {
+impl<T: MessageSet> TcpResponseStream<T> {
     /// The next item; `Ok(None)` when the server ended the stream successfully.
     pub async fn message(&mut self) -> Result<Option<T>, CallError> {
         if self.finished {
