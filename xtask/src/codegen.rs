@@ -128,6 +128,7 @@ pub(crate) fn generate(root: &Path) -> Result<(GeneratedDir, SpecSections), Stri
         .map_err(|e| format!("pbjson-build: {e}"))?;
     for (package, code) in serde_files {
         let code = String::from_utf8(code).map_err(|e| e.to_string())?;
+        let code = check_unknown_members(&code, "crate::json::UnknownValue");
         out.add(format!("{package}.serde.rs"), format!("{HEADER}{code}"));
     }
 
@@ -140,6 +141,17 @@ pub(crate) fn generate(root: &Path) -> Result<(GeneratedDir, SpecSections), Stri
         ("registry:rpcs", registry.rpcs_table),
     ];
     Ok((out, sections))
+}
+
+/// pbjson skips a body member its schema does not know with serde's `IgnoredAny`, which
+/// does not check the value (serde_json lets invalid UTF-8, lone surrogate escapes and
+/// nesting past its limit through); `docs/protocol.md` §3 requires the checks, so the
+/// generated code skips with `checked`, which reads the value like any other.
+pub(crate) fn check_unknown_members(code: &str, checked: &str) -> String {
+    code.replace(
+        "map_.next_value::<serde::de::IgnoredAny>()",
+        &format!("map_.next_value::<{checked}>()"),
+    )
 }
 
 /// All `.proto` files under `dir`, relative to `base`, sorted so output is deterministic.

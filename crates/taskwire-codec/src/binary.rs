@@ -9,7 +9,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::builder::{Builder, Limits};
 use crate::chunks::{ChunkWriter, MIN_SHARED_LEN};
 use crate::header::{FrameHeader, HEADER_LEN};
-use crate::{CodecError, Flags, Frame};
+use crate::{CodecError, Flags, Frame, RefusedFrame};
 
 /// A binary frame with its body still encoded: what a router needs to dispatch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +40,11 @@ impl RawFrame {
         max_decoded_size: usize,
     ) -> Result<Frame<M>, CodecError> {
         let type_id = self.type_id;
-        let message = decode_body::<M>(type_id, self.body, max_decoded_size)?;
+        let frame = RefusedFrame {
+            stream_id: self.stream_id,
+            flags: self.flags,
+        };
+        let message = decode_body::<M>(type_id, self.body, max_decoded_size, frame)?;
         Ok(Frame {
             stream_id: self.stream_id,
             flags: self.flags,
@@ -61,19 +65,27 @@ impl RawFrame {
     }
 }
 
+/// Decodes the body of `frame`, whose bytes have been consumed whole: an error is confined
+/// to it.
 #[inline]
 pub(crate) fn decode_body<M: MessageSet>(
     type_id: u16,
     body: Bytes,
     max_decoded_size: usize,
+    frame: RefusedFrame,
 ) -> Result<M, CodecError> {
-    check_budget(type_id, &body, max_decoded_size)?;
-    body_result(type_id, M::decode_body(type_id, body))
+    check_budget(type_id, &body, max_decoded_size, frame)?;
+    body_result(type_id, M::decode_body(type_id, body), frame)
 }
 
 /// Refuses a body whose decoded size is over the budget.
 #[inline]
-fn check_budget(type_id: u16, body: &[u8], max_decoded_size: usize) -> Result<(), CodecError> {
+fn check_budget(
+    type_id: u16,
+    body: &[u8],
+    max_decoded_size: usize,
+    frame: RefusedFrame,
+) -> Result<(), CodecError> {
     // Small bodies cannot reach the budget even at the worst expansion: no walk.
     if budget::needs_walk(body.len(), max_decoded_size) {
         budget::decoded_size(type_id, body, max_decoded_size).map_err(|over| {
@@ -82,6 +94,7 @@ fn check_budget(type_id: u16, body: &[u8], max_decoded_size: usize) -> Result<()
                 name: type_name(type_id),
                 counted: over.counted,
                 max: over.max,
+                frame: Some(frame),
             }
         })?;
     }
@@ -92,14 +105,19 @@ fn check_budget(type_id: u16, body: &[u8], max_decoded_size: usize) -> Result<()
 fn body_result<M>(
     type_id: u16,
     decoded: Option<Result<M, prost::DecodeError>>,
+    frame: RefusedFrame,
 ) -> Result<M, CodecError> {
     match decoded {
-        None => Err(CodecError::UnknownMessageType { type_id }),
+        None => Err(CodecError::UnknownMessageType {
+            type_id,
+            frame: Some(frame),
+        }),
         Some(Ok(message)) => Ok(message),
         Some(Err(source)) => Err(CodecError::Protobuf {
             type_id,
             name: type_name(type_id),
             source,
+            frame: Some(frame),
         }),
     }
 }
@@ -117,6 +135,9 @@ pub struct BinaryCodec {
     limits: Limits,
     /// The header of the frame whose body is being received.
     pending: Option<FrameHeader>,
+    /// Body bytes still to be skipped: those of a frame refused for type id 0, discarded
+    /// as they arrive rather than buffered.
+    skipping: u32,
 }
 
 impl Default for BinaryCodec {
@@ -130,6 +151,7 @@ impl BinaryCodec {
         BinaryCodec {
             limits: Limits::new(builder),
             pending: None,
+            skipping: 0,
         }
     }
 
@@ -241,13 +263,19 @@ impl BinaryCodec {
     /// starting at that body. `None` until the body has arrived.
     #[inline]
     fn next_header(&mut self, src: &mut BytesMut) -> Result<Option<FrameHeader>, CodecError> {
+        if self.skipping > 0 {
+            self.skip(src);
+            if self.skipping > 0 {
+                return Ok(None);
+            }
+        }
         let header = match self.pending {
             Some(header) => header,
             None => {
                 let Some(head) = src.first_chunk::<HEADER_LEN>() else {
                     return Ok(None);
                 };
-                let header = FrameHeader::parse(head)?;
+                let header = FrameHeader::parse(head).map_err(|error| self.refuse(error, src))?;
                 Limits::check(u64::from(header.body_len), self.limits.decode_limit())?;
                 src.advance(HEADER_LEN);
                 self.pending = Some(header);
@@ -261,6 +289,44 @@ impl BinaryCodec {
         self.pending = None;
         self.limits.first_decoded = true;
         Ok(Some(header))
+    }
+}
+
+impl BinaryCodec {
+    /// Discards what has arrived of a refused frame's body.
+    #[cold]
+    fn skip(&mut self, src: &mut BytesMut) {
+        let n = u32::try_from(src.len()).map_or(self.skipping, |len| len.min(self.skipping));
+        src.advance(n as usize);
+        self.skipping -= n;
+    }
+
+    /// Confines a header error to its frame where the rest of the header can be trusted:
+    /// type id 0, with a valid version and flags and a body within the limit, is a frame
+    /// boundary like any other, so its body is skipped and the call refused
+    /// (`docs/protocol.md` §9). Every other header error leaves the codec where it was.
+    #[cold]
+    fn refuse(&mut self, error: CodecError, src: &mut BytesMut) -> CodecError {
+        let CodecError::UnknownMessageType { type_id: 0, .. } = error else {
+            return error;
+        };
+        let head: [u8; HEADER_LEN] = src[..HEADER_LEN].try_into().expect("a whole header");
+        let body_len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+        if Limits::check(u64::from(body_len), self.limits.decode_limit()).is_err() {
+            return error;
+        }
+        src.advance(HEADER_LEN);
+        self.limits.first_decoded = true;
+        self.skipping = body_len;
+        self.skip(src);
+        CodecError::UnknownMessageType {
+            type_id: 0,
+            frame: Some(RefusedFrame {
+                stream_id: u32::from_be_bytes([head[4], head[5], head[6], head[7]]),
+                // Valid: FrameHeader::parse checked the flags before the type id.
+                flags: Flags::from_bits(head[1]).unwrap_or_default(),
+            }),
+        }
     }
 }
 
@@ -287,6 +353,12 @@ impl Decoder for BinaryCodec {
             return Ok(Some(frame));
         }
         let received = src.len() as u64;
+        if self.skipping > 0 {
+            return Err(CodecError::Truncated {
+                expected: u64::from(self.skipping),
+                received,
+            });
+        }
         match self.pending {
             None if src.is_empty() => Ok(None),
             None => Err(CodecError::Truncated {
@@ -416,10 +488,19 @@ impl<M: MessageSet> Decoder for BinaryMessageCodec<M> {
             return Ok(None);
         };
         let body = src.split_to(header.body_len as usize).freeze();
+        let frame = RefusedFrame {
+            stream_id: header.stream_id,
+            flags: header.flags,
+        };
         Ok(Some(Frame {
             stream_id: header.stream_id,
             flags: header.flags,
-            message: decode_body(header.type_id, body, self.raw.limits.max_decoded_size)?,
+            message: decode_body(
+                header.type_id,
+                body,
+                self.raw.limits.max_decoded_size,
+                frame,
+            )?,
         }))
     }
 

@@ -3,11 +3,15 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 
+use crate::Flags;
+
 /// Why a frame could not be decoded or encoded.
 ///
-/// Every variant names the offending values. A codec that returned an error has
-/// consumed an unknown part of its input: close the connection (after sending a
-/// `Status`/`GoAway` where the transport allows) rather than read on.
+/// Every variant names the offending values. Most errors leave the decoder somewhere
+/// inside a frame: close the connection (after a `GoAway` where the transport allows)
+/// rather than read on. An error whose [`refused_frame`](CodecError::refused_frame) is
+/// `Some` is confined to one frame that the decoder consumed whole: answer that call with
+/// the error and go on decoding (`docs/protocol.md` §9).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
@@ -32,6 +36,8 @@ pub enum CodecError {
     UnknownMessageType {
         /// The type id received.
         type_id: u16,
+        /// The frame, when the decoder consumed it whole and can go on.
+        frame: Option<RefusedFrame>,
     },
     /// A flag bit that version 1 reserves is set.
     #[error("reserved flag bits set in flags {flags:#04x} (reserved mask 0xfc)")]
@@ -70,6 +76,8 @@ pub enum CodecError {
         name: &'static str,
         /// What prost reported.
         source: prost::DecodeError,
+        /// The frame, when the decoder consumed it whole and can go on.
+        frame: Option<RefusedFrame>,
     },
     /// The body would decode into more memory than the decoded-size budget allows
     /// (`docs/protocol.md` §8): refused before decoding.
@@ -85,6 +93,9 @@ pub enum CodecError {
         counted: usize,
         /// The budget in force.
         max: usize,
+        /// The frame, when the decoder consumed it whole and can go on (for JSON, when
+        /// the text is well-formed and its envelope names the stream).
+        frame: Option<RefusedFrame>,
     },
     /// A JSON frame is malformed, names an unknown type, or its body does not match it.
     #[error(transparent)]
@@ -157,7 +168,49 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// The frame an error was confined to: the decoder consumed it whole, so the next frame
+/// starts where it ended, and the call on `stream_id` can be answered with the error while
+/// the connection goes on. See [`CodecError::refused_frame`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RefusedFrame {
+    /// The stream id the frame carried.
+    pub stream_id: u32,
+    /// The frame's flags (END_STREAM: the peer sends nothing more on the stream).
+    pub flags: Flags,
+}
+
 impl CodecError {
+    /// The frame this error is confined to, when the decoder consumed exactly that frame
+    /// and can decode the next one: an unknown type (including type id 0 with a body
+    /// within the limit, whose body is skipped as it arrives), a body that does not
+    /// decode, a body over the decoded-size budget, and a JSON frame whose envelope is
+    /// valid but whose `type` is unknown or whose body does not match it. `None` for every
+    /// error after which the connection cannot go on (and for encoding errors).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use taskwire_codec::tokio_util::codec::Decoder;
+    /// use taskwire_codec::Builder;
+    ///
+    /// let mut codec = Builder::new().first_frame_done(true).new_any_json_codec();
+    /// let text = br#"{"type":"taskwire.session.v1.Ping","stream":7,"body":{"nonce":"x"}}"#;
+    /// let mut input = BytesMut::new();
+    /// input.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    /// input.extend_from_slice(text);
+    /// let error = codec.decode(&mut input).unwrap_err();
+    /// assert_eq!(error.refused_frame().map(|frame| frame.stream_id), Some(7));
+    /// assert!(input.is_empty(), "the frame was consumed whole");
+    /// ```
+    pub fn refused_frame(&self) -> Option<RefusedFrame> {
+        match self {
+            CodecError::UnknownMessageType { frame, .. }
+            | CodecError::Protobuf { frame, .. }
+            | CodecError::DecodedTooLarge { frame, .. } => *frame,
+            CodecError::Json(error) => error.frame,
+            _ => None,
+        }
+    }
+
     /// This error's kind.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -189,6 +242,7 @@ pub struct JsonError {
     line: usize,
     column: usize,
     detail: String,
+    frame: Option<RefusedFrame>,
 }
 
 impl JsonError {
@@ -201,7 +255,14 @@ impl JsonError {
             line,
             column,
             detail,
+            frame: None,
         }
+    }
+
+    /// The same error, confined to `frame` (see [`CodecError::refused_frame`]).
+    pub(crate) fn confined_to(mut self, frame: RefusedFrame) -> Self {
+        self.frame = Some(frame);
+        self
     }
 
     /// What went wrong.

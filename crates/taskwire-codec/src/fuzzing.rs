@@ -23,17 +23,21 @@ fn builder() -> Builder {
     builder
 }
 
-/// Decodes `data` as binary frames until it ends or an error. Every raw frame re-encodes
-/// to exactly the bytes it was decoded from; every body that decodes as a registered
-/// message survives an encode/decode round trip.
+/// Decodes `data` as binary frames until it ends or an error that is not confined to one
+/// frame. Every raw frame re-encodes to exactly the bytes it was decoded from; every body
+/// that decodes as a registered message survives an encode/decode round trip.
 pub fn binary_frames(data: &[u8]) -> Result<usize, CodecError> {
     let mut codec = builder().new_binary_codec();
     let mut src = BytesMut::from(data);
     let mut frames = 0;
     loop {
         let before = src.clone();
-        let Some(raw) = codec.decode_eof(&mut src)? else {
-            return Ok(frames);
+        let raw = match codec.decode_eof(&mut src) {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return Ok(frames),
+            // The decoder consumed the refused frame (or is skipping its body): go on.
+            Err(error) if error.refused_frame().is_some() => continue,
+            Err(error) => return Err(error),
         };
         frames += 1;
         let consumed = before.len() - src.len();
@@ -61,12 +65,19 @@ pub fn json_frames(data: &[u8]) -> Result<usize, CodecError> {
     let mut codec = builder().new_any_json_codec();
     let mut src = BytesMut::from(data);
     let mut frames = 0;
-    while let Some(frame) = codec.decode_eof(&mut src)? {
-        frames += 1;
-        roundtrip_json(&frame);
-        roundtrip_binary(&frame);
+    loop {
+        match codec.decode_eof(&mut src) {
+            Ok(Some(frame)) => {
+                frames += 1;
+                roundtrip_json(&frame);
+                roundtrip_binary(&frame);
+            }
+            Ok(None) => return Ok(frames),
+            // Confined to a frame the decoder consumed whole: the next frame follows.
+            Err(error) if error.refused_frame().is_some() => {}
+            Err(error) => return Err(error),
+        }
     }
-    Ok(frames)
 }
 
 /// Walks `data` as length-prefixed JSON texts and checks that the decoder, whose canonical
@@ -85,6 +96,7 @@ fn fast_path_agrees(data: &[u8]) {
         let mut one = BytesMut::from(&rest[..4 + len]);
         // The general path as the decoder takes it: the decoded-size check, then the parser.
         let general = crate::json::check_decoded_size(text, config.max_decoded_size)
+            .map_err(|over| crate::json::confine_decoded_too_large(over, text))
             .and_then(|()| crate::json::parse_general::<AnyMessage>(text));
         match (codec.decode(&mut one), general) {
             (Err(CodecError::FrameTooLarge { .. }), _) => {}
@@ -94,8 +106,8 @@ fn fast_path_agrees(data: &[u8]) {
                 "the fast path and the general parser disagree"
             ),
             (Err(fast), Err(general)) => assert_eq!(
-                fast.kind(),
-                general.kind(),
+                (fast.kind(), fast.refused_frame()),
+                (general.kind(), general.refused_frame()),
                 "the decoder and the general parser refuse a frame for different reasons"
             ),
             (fast, general) => {
@@ -107,7 +119,8 @@ fn fast_path_agrees(data: &[u8]) {
 }
 
 /// Feeds `data` to a decoder in pieces whose sizes come from the first byte, and checks
-/// that the frames and the final error kind are those of decoding it whole.
+/// that the frames, the errors confined to one frame, and the final error kind are those
+/// of decoding it whole.
 pub fn stream_splitting(data: &[u8]) {
     let Some((&seed, data)) = data.split_first() else {
         return;
@@ -122,9 +135,17 @@ pub fn stream_splitting(data: &[u8]) {
     );
 }
 
-/// The frames (as re-encoded bytes) and the error kind decoding `data` in `step`-byte
-/// pieces gives.
-fn split_decode(data: &[u8], step: usize, json: bool) -> (Vec<Vec<u8>>, Option<crate::ErrorKind>) {
+/// What decoding `data` in `step`-byte pieces gives: each frame (as re-encoded bytes) or
+/// error confined to one frame, in order, and the error that ended it, if any.
+#[allow(clippy::type_complexity)]
+fn split_decode(
+    data: &[u8],
+    step: usize,
+    json: bool,
+) -> (
+    Vec<Result<Vec<u8>, (crate::ErrorKind, crate::RefusedFrame)>>,
+    Option<crate::ErrorKind>,
+) {
     let mut binary = builder().new_binary_codec();
     let mut text = builder().new_any_json_codec();
     let mut src = BytesMut::new();
@@ -148,8 +169,11 @@ fn split_decode(data: &[u8], step: usize, json: bool) -> (Vec<Vec<u8>>, Option<c
             result.map(|f| f.map(|f| [f.type_id.to_be_bytes().as_slice(), &f.body].concat()))
         };
         match decoded {
-            Err(error) => return (frames, Some(error.kind())),
-            Ok(Some(frame)) => frames.push(frame),
+            Err(error) => match error.refused_frame() {
+                Some(frame) => frames.push(Err((error.kind(), frame))),
+                None => return (frames, Some(error.kind())),
+            },
+            Ok(Some(frame)) => frames.push(Ok(frame)),
             Ok(None) if last => return (frames, None),
             Ok(None) => src.extend_from_slice(chunks.next().expect("not last")),
         }

@@ -144,7 +144,10 @@ impl FrameHeader {
     #[inline]
     pub(crate) fn check(&self) -> Result<(), CodecError> {
         if self.type_id == 0 {
-            return Err(CodecError::UnknownMessageType { type_id: 0 });
+            return Err(CodecError::UnknownMessageType {
+                type_id: 0,
+                frame: None,
+            });
         }
         if self.flags.is_status() != (self.type_id == STATUS_TYPE_ID) {
             return Err(CodecError::StatusFlagMismatch {

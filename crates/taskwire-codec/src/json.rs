@@ -25,7 +25,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::builder::{Builder, Limits};
 use crate::header::STATUS_TYPE_ID;
-use crate::{CodecError, Flags, Frame, JsonError, JsonErrorKind};
+use crate::{CodecError, Flags, Frame, JsonError, JsonErrorKind, RefusedFrame};
 
 /// The length of a JSON frame's length prefix in bytes.
 pub const JSON_LENGTH_PREFIX_LEN: usize = 4;
@@ -97,6 +97,7 @@ impl<M: MessageSet> Decoder for JsonCodec<M> {
         // splitting the text off (two reference-count updates) would buy nothing.
         let text = &src[..len as usize];
         if let Err(over) = check_decoded_size(text, self.limits.max_decoded_size) {
+            let over = confine_decoded_too_large(over, text);
             src.advance(len as usize);
             return Err(over);
         }
@@ -272,6 +273,94 @@ fn type_name(type_id: u16) -> &'static str {
     registry::by_type_id(type_id).map_or("<unregistered>", |info| info.name)
 }
 
+/// An over-budget frame is confined to its call when its text is well-formed and its
+/// envelope names the stream; otherwise the connection cannot trust where it was going.
+#[cold]
+pub(crate) fn confine_decoded_too_large(error: CodecError, text: &[u8]) -> CodecError {
+    match error {
+        CodecError::DecodedTooLarge {
+            type_id,
+            name,
+            counted,
+            max,
+            frame: None,
+        } => CodecError::DecodedTooLarge {
+            type_id,
+            name,
+            counted,
+            max,
+            frame: well_formed(text)
+                .ok()
+                .and_then(|()| envelope_frame(text).ok()),
+        },
+        other => other,
+    }
+}
+
+/// Checks that `text` is one well-formed JSON value within the nesting limit, with valid
+/// UTF-8 and escapes everywhere, whatever the members mean.
+fn well_formed(text: &[u8]) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde::Deserialize::deserialize(&mut de)
+        .map(|taskwire_proto::json::UnknownValue| ())
+        .and_then(|()| de.end())
+}
+
+/// The stream and flags a well-formed envelope carries, or the envelope's first fault:
+/// what a frame refused for its `type` or body is confined to.
+fn envelope_frame(text: &[u8]) -> Result<RefusedFrame, serde_json::Error> {
+    struct EnvelopeFrame;
+    impl<'de> Visitor<'de> for EnvelopeFrame {
+        type Value = RefusedFrame;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a taskwire JSON frame: an object with `type` and `body`")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RefusedFrame, A::Error> {
+            let (mut type_seen, mut body_seen) = (false, false);
+            let mut stream_id: Option<u32> = None;
+            let mut end: Option<bool> = None;
+            while let Some(member) = map.next_key::<Member>()? {
+                let (seen, name) = match member {
+                    Member::Type => (std::mem::replace(&mut type_seen, true), "type"),
+                    Member::Body => (std::mem::replace(&mut body_seen, true), "body"),
+                    Member::Stream => (stream_id.is_some(), "stream"),
+                    Member::End => (end.is_some(), "end"),
+                };
+                if seen {
+                    return Err(de::Error::duplicate_field(name));
+                }
+                match member {
+                    Member::Type => {
+                        map.next_value::<&str>()?;
+                    }
+                    Member::Body => {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                    Member::Stream => stream_id = Some(map.next_value()?),
+                    Member::End => end = Some(map.next_value()?),
+                }
+            }
+            if !type_seen {
+                return Err(de::Error::missing_field("type"));
+            }
+            if !body_seen {
+                return Err(de::Error::missing_field("body"));
+            }
+            Ok(RefusedFrame {
+                stream_id: stream_id.unwrap_or(0),
+                flags: if end == Some(true) {
+                    Flags::END_STREAM
+                } else {
+                    Flags::empty()
+                },
+            })
+        }
+    }
+    serde_json::Deserializer::from_slice(text).deserialize_map(EnvelopeFrame)
+}
+
 /// Which part of the envelope a data error came from, for a precise error kind.
 #[derive(Default)]
 enum Blame {
@@ -291,6 +380,7 @@ pub(crate) fn check_decoded_size(text: &[u8], max: usize) -> Result<(), CodecErr
                 name: "a JSON frame",
                 counted: over.counted,
                 max: over.max,
+                frame: None,
             }
         })?;
     }
@@ -340,12 +430,10 @@ impl<'a> CanonicalEnvelope<'a> {
         }
         let body = rest.strip_prefix(b",\"body\":")?.strip_suffix(b"}")?;
         // Parsed alone, the body may nest one level deeper than inside the envelope
-        // (serde_json takes at most 127 levels). Only a type that nests without bound, in a
-        // body with 127 or more opening brackets (so 254 bytes or more), could use that level.
-        if body.len() >= 254
-            && taskwire_proto::budget::nests_without_bound(type_id)
-            && opening_brackets(body) >= 127
-        {
+        // (serde_json takes at most 127 levels). Only a body with 127 or more opening
+        // brackets (so 254 bytes or more) could use that level, in a type that nests
+        // without bound or in a member its schema does not know.
+        if body.len() >= 254 && opening_brackets_reach(body, 127) {
             return None;
         }
         Some(CanonicalEnvelope {
@@ -357,10 +445,21 @@ impl<'a> CanonicalEnvelope<'a> {
     }
 }
 
-/// The number of `[` and `{` in `text`, strings included. One comparison per byte
-/// (`[` is `{` without bit 5), so the loop vectorizes.
-fn opening_brackets(text: &[u8]) -> usize {
-    text.iter().map(|&b| usize::from(b | 0x20 == b'{')).sum()
+/// Whether `text` holds at least `n` of `[` and `{`, strings included. One comparison per
+/// byte (`[` is `{` without bit 5), summed in bytes over runs of 255 so that the loop
+/// vectorizes 32 bytes at a time; it stops at the first run that reaches `n`.
+fn opening_brackets_reach(text: &[u8], n: usize) -> bool {
+    let mut count = 0;
+    for run in text.chunks(255) {
+        let in_run = run
+            .iter()
+            .fold(0u8, |sum, &b| sum.wrapping_add(u8::from(b | 0x20 == b'{')));
+        count += usize::from(in_run);
+        if count >= n {
+            return true;
+        }
+    }
+    false
 }
 
 /// Parses any JSON frame text, naming the part of the envelope an error came from.
@@ -373,23 +472,36 @@ pub(crate) fn parse_general<M: MessageSet>(text: &[u8]) -> Result<Frame<M>, Code
     }
     .deserialize(&mut de)
     .and_then(|frame| de.end().map(|()| frame));
-    parsed.map_err(|error| {
-        use serde_json::error::Category;
-        let kind = match (error.classify(), blame.take()) {
-            (Category::Syntax | Category::Eof | Category::Io, _) => JsonErrorKind::Syntax,
-            (Category::Data, Blame::Envelope) => JsonErrorKind::Envelope,
-            (Category::Data, Blame::UnknownType(name)) => JsonErrorKind::UnknownTypeName { name },
-            (Category::Data, Blame::Body(type_id)) => JsonErrorKind::Body {
-                type_name: type_name(type_id),
-            },
-        };
-        CodecError::Json(JsonError::new(
-            kind,
-            error.line(),
-            error.column(),
-            error.to_string(),
-        ))
-    })
+    parsed.map_err(|error| refusal(text, &error, blame.take()))
+}
+
+/// Why `text` was refused. The parser stops at the first fault it meets, but the kinds
+/// rank: a text that is not well-formed JSON anywhere is `Syntax`, then an invalid
+/// envelope is `Envelope`, and only a frame whose whole envelope is valid is refused for
+/// its `type` or body, confined to the stream the envelope names (`docs/protocol.md` §3).
+#[cold]
+fn refusal(text: &[u8], error: &serde_json::Error, blame: Blame) -> CodecError {
+    use serde_json::error::Category;
+    let json_error = |kind, error: &serde_json::Error| {
+        JsonError::new(kind, error.line(), error.column(), error.to_string())
+    };
+    if !matches!(error.classify(), Category::Data) {
+        return CodecError::Json(json_error(JsonErrorKind::Syntax, error));
+    }
+    if let Err(syntax) = well_formed(text) {
+        return CodecError::Json(json_error(JsonErrorKind::Syntax, &syntax));
+    }
+    let kind = match blame {
+        Blame::Envelope => return CodecError::Json(json_error(JsonErrorKind::Envelope, error)),
+        Blame::UnknownType(name) => JsonErrorKind::UnknownTypeName { name },
+        Blame::Body(type_id) => JsonErrorKind::Body {
+            type_name: type_name(type_id),
+        },
+    };
+    match envelope_frame(text) {
+        Ok(frame) => CodecError::Json(json_error(kind, error).confined_to(frame)),
+        Err(envelope) => CodecError::Json(json_error(JsonErrorKind::Envelope, &envelope)),
+    }
 }
 
 struct EnvelopeSeed<'a, M> {

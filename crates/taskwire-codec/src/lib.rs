@@ -69,7 +69,7 @@ pub use builder::{
     Builder, DEFAULT_MAX_DECODED_SIZE, DEFAULT_MAX_FIRST_FRAME_LENGTH, DEFAULT_MAX_FRAME_LENGTH,
 };
 pub use chunks::MIN_SHARED_LEN;
-pub use error::{CodecError, ErrorKind, JsonError, JsonErrorKind};
+pub use error::{CodecError, ErrorKind, JsonError, JsonErrorKind, RefusedFrame};
 pub use header::{Flags, FrameHeader, HEADER_LEN, VERSION};
 pub use json::{JSON_LENGTH_PREFIX_LEN, JsonCodec};
 

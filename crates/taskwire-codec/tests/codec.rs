@@ -191,7 +191,7 @@ fn a_typed_codec_refuses_messages_of_another_conversation() {
         .new_binary_message_codec::<SessionMessage>()
         .decode(&mut wire)
     {
-        Err(CodecError::UnknownMessageType { type_id }) => {
+        Err(CodecError::UnknownMessageType { type_id, .. }) => {
             assert_eq!(type_id, CheckpointRequest::TYPE_ID);
         }
         other => panic!("{other:?}"),
@@ -261,7 +261,7 @@ fn a_typed_codec_skips_a_refused_body_whole_and_decodes_the_next_frame() {
     );
     let second = codec.decode(&mut wire);
     assert!(
-        matches!(second, Err(CodecError::UnknownMessageType { type_id }) if type_id == CheckpointRequest::TYPE_ID),
+        matches!(second, Err(CodecError::UnknownMessageType { type_id, .. }) if type_id == CheckpointRequest::TYPE_ID),
         "{second:?}"
     );
     assert!(
@@ -636,4 +636,207 @@ async fn write_frame_flushes_so_a_buffering_writer_delivers_the_frame() {
     .unwrap();
     assert_eq!(arrived, Some(ping));
     drop(writer);
+}
+
+fn binary_frame(type_id: u16, flags: u8, stream: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![1, flags];
+    out.extend_from_slice(&type_id.to_be_bytes());
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn type_id_zero_is_confined_to_its_frame_whose_body_is_skipped_as_it_arrives() {
+    let ping = binary_frame(Ping::TYPE_ID, 0, 4, &[0x08, 0x2a]);
+    let refused = binary_frame(0, 0x01, 3, &[0xAB; 100]);
+    let input = [refused, ping].concat();
+    // Whole, and a byte at a time: the same refusal, then the same ping.
+    for step in [input.len(), 1] {
+        let mut codec = Builder::new().first_frame_done(true).new_binary_codec();
+        let mut src = BytesMut::new();
+        let mut seen = Vec::new();
+        for piece in input.chunks(step) {
+            src.extend_from_slice(piece);
+            loop {
+                match codec.decode(&mut src) {
+                    Ok(Some(frame)) => seen.push(Ok((frame.type_id, frame.stream_id))),
+                    Ok(None) => break,
+                    Err(error) => seen.push(Err((error.kind(), error.refused_frame()))),
+                }
+            }
+            assert!(src.len() < 12 + 2, "a refused body is never buffered");
+        }
+        assert_eq!(
+            seen,
+            [
+                Err((
+                    ErrorKind::UnknownMessageType,
+                    Some(taskwire_codec::RefusedFrame {
+                        stream_id: 3,
+                        flags: Flags::END_STREAM
+                    })
+                )),
+                Ok((Ping::TYPE_ID, 4)),
+            ],
+            "in {step}-byte pieces"
+        );
+    }
+}
+
+#[test]
+fn type_id_zero_over_the_frame_limit_is_not_confined() {
+    let mut codec = Builder::new()
+        .first_frame_done(true)
+        .max_frame_length(16)
+        .new_binary_codec();
+    let mut src = BytesMut::from(&binary_frame(0, 0, 3, &[0; 17])[..]);
+    let error = codec.decode(&mut src).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::UnknownMessageType);
+    assert_eq!(error.refused_frame(), None, "the connection cannot go on");
+    // Every other header error leaves the connection unable to go on too.
+    for (flags, type_id) in [(0x04, Ping::TYPE_ID), (0x02, Ping::TYPE_ID)] {
+        let mut codec = Builder::new().first_frame_done(true).new_binary_codec();
+        let mut src = BytesMut::from(&binary_frame(type_id, flags, 3, &[])[..]);
+        assert_eq!(codec.decode(&mut src).unwrap_err().refused_frame(), None);
+    }
+}
+
+/// Decodes `texts` as consecutive JSON frames: each result's kind and confinement. The
+/// decoded-size budget is 16 KiB.
+fn json_results(texts: &[&[u8]]) -> Vec<Result<u32, (ErrorKind, Option<u32>)>> {
+    let mut codec = Builder::new()
+        .first_frame_done(true)
+        .max_decoded_size(16 * 1024)
+        .new_any_json_codec();
+    let mut src = BytesMut::new();
+    for text in texts {
+        src.extend_from_slice(&json_frame(text));
+    }
+    let mut results = Vec::new();
+    loop {
+        match codec.decode(&mut src) {
+            Ok(Some(frame)) => results.push(Ok(frame.stream_id)),
+            Ok(None) => return results,
+            Err(error) => {
+                let confined = error.refused_frame().map(|frame| frame.stream_id);
+                results.push(Err((error.kind(), confined)));
+                if confined.is_none() {
+                    return results;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn json_type_and_body_errors_are_confined_to_the_stream_the_envelope_names() {
+    let next: &[u8] = br#"{"type":"taskwire.session.v1.Ping","stream":9,"body":{}}"#;
+    let cases: [(&[u8], ErrorKind); 6] = [
+        (
+            br#"{"type":"taskwire.session.v1.Hullo","stream":5,"body":{}}"#,
+            ErrorKind::JsonUnknownType,
+        ),
+        (
+            br#"{"body":{"nonce":"abc"},"stream":5,"type":"taskwire.session.v1.Ping"}"#,
+            ErrorKind::JsonBody,
+        ),
+        (
+            br#"{"type":"taskwire.session.v1.Status","stream":5,"body":{"code":"STATUS_CODE_NOPE"}}"#,
+            ErrorKind::JsonBody,
+        ),
+        (
+            br#"{"type":"taskwire.session.v1.Ping","stream":5,"body":"hello"}"#,
+            ErrorKind::JsonBody,
+        ),
+        (
+            br#"{"type":"taskwire.session.v1.CallHeader","stream":5,"body":{"deadline":"10000-01-01T00:00:00Z"}}"#,
+            ErrorKind::JsonBody,
+        ),
+        (
+            br#"{"type":"taskwire.instance.v1.PollSignalsResponse","stream":5,"body":{"signals":[{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]}}"#,
+            ErrorKind::DecodedTooLarge,
+        ),
+    ];
+    for (text, kind) in cases {
+        assert_eq!(
+            json_results(&[text, next]),
+            [Err((kind, Some(5))), Ok(9)],
+            "{}",
+            String::from_utf8_lossy(text)
+        );
+    }
+}
+
+#[test]
+fn a_body_error_in_a_frame_that_is_also_malformed_ranks_as_the_worse_fault() {
+    let next: &[u8] = br#"{"type":"taskwire.session.v1.Ping","stream":9,"body":{}}"#;
+    let cases: [(&[u8], ErrorKind); 4] = [
+        // Not well-formed JSON further on: the stream id cannot be trusted.
+        (
+            br#"{"type":"taskwire.session.v1.Ping","stream":5,"body":{"nonce":"abc"},"x":tru}"#,
+            ErrorKind::JsonSyntax,
+        ),
+        // Well-formed, but the envelope is invalid after the body.
+        (
+            br#"{"type":"taskwire.session.v1.Ping","body":{"nonce":"abc"},"stream":5,"priority":1}"#,
+            ErrorKind::JsonEnvelope,
+        ),
+        (
+            br#"{"type":"taskwire.session.v1.Hullo","body":{},"stream":-5}"#,
+            ErrorKind::JsonEnvelope,
+        ),
+        (
+            br#"{"type":"taskwire.session.v1.Ping","stream":1.0,"body":{}}"#,
+            ErrorKind::JsonEnvelope,
+        ),
+    ];
+    for (text, kind) in cases {
+        assert_eq!(
+            json_results(&[text, next]),
+            [Err((kind, None))],
+            "{}",
+            String::from_utf8_lossy(text)
+        );
+    }
+}
+
+#[test]
+fn unknown_body_members_are_checked_as_json_in_both_parsers() {
+    let deep = format!(
+        r#"{{"type":"taskwire.session.v1.Ping","body":{{"later":{}1{}}}}}"#,
+        "[".repeat(126),
+        "]".repeat(126)
+    );
+    let refused: [&[u8]; 4] = [
+        b"{\"type\":\"taskwire.session.v1.Ping\",\"body\":{\"later\":\"\xff\"}}",
+        br#"{"type":"taskwire.session.v1.Ping","body":{"later":"\ud800"}}"#,
+        br#"{"type":"taskwire.session.v1.Ping","body":{"later":{"\udc00":1}}}"#,
+        deep.as_bytes(),
+    ];
+    let mut codec = Builder::new().new_any_json_codec();
+    for text in refused {
+        // The canonical text, then the same with a space that sends it to the general parser.
+        let general = [&text[..1], b" ", &text[1..]].concat();
+        for text in [text, &general[..]] {
+            let error = codec.decode(&mut json_frame(text)).unwrap_err();
+            assert_eq!(
+                (error.kind(), error.refused_frame()),
+                (ErrorKind::JsonSyntax, None),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+    // One level less is within the limit, and unknown members are ignored.
+    let within = deep.replacen('[', "", 1).replacen(']', "", 1);
+    let general = format!(" {within}");
+    for text in [&within, &general] {
+        let frame = codec.decode(&mut json_frame(text.as_bytes())).unwrap();
+        assert_eq!(
+            frame.map(|frame| frame.message),
+            Some(AnyMessage::from(SessionMessage::from(Ping::default())))
+        );
+    }
 }

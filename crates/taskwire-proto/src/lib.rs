@@ -53,6 +53,7 @@
 )]
 mod generated;
 pub mod budget;
+pub mod json;
 pub mod registry;
 pub mod wkt;
 

@@ -59,11 +59,15 @@ impl Frame {
         let code = self.message_type.code();
         let name = self.message_type.name().unwrap_or("<unknown>");
         match Message::decode(self.message_type, self.body.clone()) {
-            None => Err(CodecError::UnknownMessageType { type_id: code }),
+            None => Err(CodecError::UnknownMessageType {
+                type_id: code,
+                frame: None,
+            }),
             Some(decoded) => decoded.map_err(|source| CodecError::Protobuf {
                 type_id: code,
                 name,
                 source,
+                frame: None,
             }),
         }
     }
@@ -86,6 +90,7 @@ impl Frame {
                 name,
                 counted: over.counted,
                 max: over.max,
+                frame: None,
             })?;
         }
         Ok(())

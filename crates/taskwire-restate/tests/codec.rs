@@ -160,7 +160,10 @@ fn custom_and_unknown_types_and_bad_bodies_are_typed_errors() {
     };
     assert!(matches!(
         custom.decode(1 << 20),
-        Err(CodecError::UnknownMessageType { type_id: 0xFC01 })
+        Err(CodecError::UnknownMessageType {
+            type_id: 0xFC01,
+            ..
+        })
     ));
     let bad = Frame {
         message_type: MessageType::RunCommand,

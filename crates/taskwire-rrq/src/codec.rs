@@ -204,6 +204,7 @@ pub(crate) fn parse(text: &[u8], max_decoded_size: usize) -> Result<Message, Cod
                 name: "an RRQ frame",
                 counted: over.counted,
                 max: over.max,
+                frame: None,
             }
         })?;
     }

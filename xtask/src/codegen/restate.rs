@@ -76,6 +76,7 @@ pub(super) fn generate(root: &Path) -> Result<GeneratedDir, String> {
         .map_err(|e| format!("pbjson-build: {e}"))?
     {
         let code = String::from_utf8(code).map_err(|e| e.to_string())?;
+        let code = super::check_unknown_members(&code, "taskwire_proto::json::UnknownValue");
         out.add(format!("{PACKAGE}.serde.rs"), format!("{HEADER}{code}"));
     }
 

@@ -83,7 +83,7 @@ impl<'de> serde::Deserialize<'de> for DeleteImageRequest {
                             image_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -178,7 +178,7 @@ impl<'de> serde::Deserialize<'de> for DeleteImageResponse {
                             deleted__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -274,7 +274,7 @@ impl<'de> serde::Deserialize<'de> for GetImageRequest {
                             image_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -369,7 +369,7 @@ impl<'de> serde::Deserialize<'de> for GetImageResponse {
                             image__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -465,7 +465,7 @@ impl<'de> serde::Deserialize<'de> for GetInstanceStatusRequest {
                             instance_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -560,7 +560,7 @@ impl<'de> serde::Deserialize<'de> for GetInstanceStatusResponse {
                             status__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -796,7 +796,7 @@ impl<'de> serde::Deserialize<'de> for ImageInfo {
                             );
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -918,7 +918,7 @@ impl<'de> serde::Deserialize<'de> for ImageUpload {
                             part__ = map_.next_value::<::std::option::Option<::pbjson::private::BytesDeserialize<_>>>()?.map(|x| image_upload::Part::Chunk(x.0));
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1121,7 +1121,7 @@ impl<'de> serde::Deserialize<'de> for image_upload::ImageManifest {
                             tenant__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1258,7 +1258,7 @@ impl<'de> serde::Deserialize<'de> for ListImagesRequest {
                             page_token__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1372,7 +1372,7 @@ impl<'de> serde::Deserialize<'de> for ListImagesResponse {
                             next_page_token__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1541,7 +1541,7 @@ impl<'de> serde::Deserialize<'de> for ListInstancesRequest {
                             page_token__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1657,7 +1657,7 @@ impl<'de> serde::Deserialize<'de> for ListInstancesResponse {
                             next_page_token__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1770,7 +1770,7 @@ impl<'de> serde::Deserialize<'de> for RegisterImageResponse {
                             already_registered__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1884,7 +1884,7 @@ impl<'de> serde::Deserialize<'de> for ResumeInstanceRequest {
                             checkpoint_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1982,7 +1982,7 @@ impl<'de> serde::Deserialize<'de> for ResumeInstanceResponse {
                             state__ = Some(map_.next_value::<super::super::instance::v1::InstanceState>()? as i32);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2150,7 +2150,7 @@ impl<'de> serde::Deserialize<'de> for SendSignalRequest {
                             signal_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2250,7 +2250,7 @@ impl<'de> serde::Deserialize<'de> for SendSignalResponse {
                             signal_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2401,7 +2401,7 @@ impl<'de> serde::Deserialize<'de> for StartInstanceRequest {
                             );
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2518,7 +2518,7 @@ impl<'de> serde::Deserialize<'de> for StartInstanceResponse {
                             state__ = Some(map_.next_value::<super::super::instance::v1::InstanceState>()? as i32);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2666,7 +2666,7 @@ impl<'de> serde::Deserialize<'de> for StopInstanceRequest {
                             grace_period__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2856,7 +2856,7 @@ impl<'de> serde::Deserialize<'de> for StopInstanceResponse {
                             state__ = Some(map_.next_value::<super::super::instance::v1::InstanceState>()? as i32);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }

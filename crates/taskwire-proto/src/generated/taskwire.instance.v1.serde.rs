@@ -102,7 +102,7 @@ impl<'de> serde::Deserialize<'de> for Checkpoint {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -256,7 +256,7 @@ impl<'de> serde::Deserialize<'de> for CheckpointRequest {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -389,7 +389,7 @@ impl<'de> serde::Deserialize<'de> for CheckpointResponse {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -562,7 +562,7 @@ impl<'de> serde::Deserialize<'de> for CheckpointSummary {
                             created_at__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -756,7 +756,7 @@ impl<'de> serde::Deserialize<'de> for GetCheckpointRequest {
                             checkpoint_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -852,7 +852,7 @@ impl<'de> serde::Deserialize<'de> for GetCheckpointResponse {
                             checkpoint__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -948,7 +948,7 @@ impl<'de> serde::Deserialize<'de> for GetInstanceStatusRequest {
                             instance_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1043,7 +1043,7 @@ impl<'de> serde::Deserialize<'de> for GetInstanceStatusResponse {
                             status__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1223,7 +1223,7 @@ impl<'de> serde::Deserialize<'de> for InstanceError {
                             details__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1450,7 +1450,7 @@ impl<'de> serde::Deserialize<'de> for InstanceEvent {
                             checkpoint_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1635,7 +1635,7 @@ impl<'de> serde::Deserialize<'de> for InstanceEventBatch {
                             events__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2049,7 +2049,7 @@ impl<'de> serde::Deserialize<'de> for InstanceStatus {
                             );
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2198,7 +2198,7 @@ impl<'de> serde::Deserialize<'de> for ListCheckpointsRequest {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2331,7 +2331,7 @@ impl<'de> serde::Deserialize<'de> for PollSignalsRequest {
                             wait__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2428,7 +2428,7 @@ impl<'de> serde::Deserialize<'de> for PollSignalsResponse {
                             signals__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2575,7 +2575,7 @@ impl<'de> serde::Deserialize<'de> for RecordRetryAttemptRequest {
                             scheduled_at__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2673,7 +2673,7 @@ impl<'de> serde::Deserialize<'de> for RecordRetryAttemptResponse {
                             duplicate__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2858,7 +2858,7 @@ impl<'de> serde::Deserialize<'de> for RegisterInstanceRequest {
                             resumed_from_checkpoint_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2991,7 +2991,7 @@ impl<'de> serde::Deserialize<'de> for RegisterInstanceResponse {
                             checkpoint__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3107,7 +3107,7 @@ impl<'de> serde::Deserialize<'de> for SendEventBatchResponse {
                             rejection_reason__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3293,7 +3293,7 @@ impl<'de> serde::Deserialize<'de> for Signal {
                             sent_at__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3445,7 +3445,7 @@ impl<'de> serde::Deserialize<'de> for SignalAckRequest {
                             message__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3620,7 +3620,7 @@ impl<'de> serde::Deserialize<'de> for SignalAckResponse {
                             duplicate__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3848,7 +3848,7 @@ impl<'de> serde::Deserialize<'de> for SleepRequest {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3946,7 +3946,7 @@ impl<'de> serde::Deserialize<'de> for SleepResponse {
                             wake_at__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -4042,7 +4042,7 @@ impl<'de> serde::Deserialize<'de> for SubscribeSignalsRequest {
                             instance_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }

@@ -117,7 +117,7 @@ impl<'de> serde::Deserialize<'de> for AwakeableEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -334,7 +334,7 @@ impl<'de> serde::Deserialize<'de> for CallEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -435,7 +435,7 @@ impl<'de> serde::Deserialize<'de> for ClearAllStateEntry {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -550,7 +550,7 @@ impl<'de> serde::Deserialize<'de> for ClearStateEntry {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -697,7 +697,7 @@ impl<'de> serde::Deserialize<'de> for CompleteAwakeableEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -881,7 +881,7 @@ impl<'de> serde::Deserialize<'de> for CompletePromiseEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1030,7 +1030,7 @@ impl<'de> serde::Deserialize<'de> for Completion {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1106,7 +1106,7 @@ impl<'de> serde::Deserialize<'de> for End {
                     V: serde::de::MapAccess<'de>,
             {
                 while map_.next_key::<GeneratedField>()?.is_some() {
-                    let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                    let _ = map_.next_value::<crate::json::UnknownValue>()?;
                 }
                 Ok(End {
                 })
@@ -1201,7 +1201,7 @@ impl<'de> serde::Deserialize<'de> for EntryAck {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1402,7 +1402,7 @@ impl<'de> serde::Deserialize<'de> for Error {
                             next_retry_delay__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1521,7 +1521,7 @@ impl<'de> serde::Deserialize<'de> for Failure {
                             message__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1668,7 +1668,7 @@ impl<'de> serde::Deserialize<'de> for GetPromiseEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1833,7 +1833,7 @@ impl<'de> serde::Deserialize<'de> for GetStateEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1964,7 +1964,7 @@ impl<'de> serde::Deserialize<'de> for GetStateKeysEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2063,7 +2063,7 @@ impl<'de> serde::Deserialize<'de> for get_state_keys_entry::StateKeys {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2174,7 +2174,7 @@ impl<'de> serde::Deserialize<'de> for Header {
                             value__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2306,7 +2306,7 @@ impl<'de> serde::Deserialize<'de> for InputEntry {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2580,7 +2580,7 @@ impl<'de> serde::Deserialize<'de> for OneWayCallEntry {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2716,7 +2716,7 @@ impl<'de> serde::Deserialize<'de> for OutputEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2876,7 +2876,7 @@ impl<'de> serde::Deserialize<'de> for PeekPromiseEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3008,7 +3008,7 @@ impl<'de> serde::Deserialize<'de> for RunEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3144,7 +3144,7 @@ impl<'de> serde::Deserialize<'de> for SetStateEntry {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3292,7 +3292,7 @@ impl<'de> serde::Deserialize<'de> for SleepEntry {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3516,7 +3516,7 @@ impl<'de> serde::Deserialize<'de> for Start {
                             duration_since_last_stored_entry__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3642,7 +3642,7 @@ impl<'de> serde::Deserialize<'de> for start::StateEntry {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3742,7 +3742,7 @@ impl<'de> serde::Deserialize<'de> for Suspension {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }

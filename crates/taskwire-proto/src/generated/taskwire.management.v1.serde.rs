@@ -100,7 +100,7 @@ impl<'de> serde::Deserialize<'de> for GetCheckpointRequest {
                             checkpoint_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -196,7 +196,7 @@ impl<'de> serde::Deserialize<'de> for GetCheckpointResponse {
                             checkpoint__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -292,7 +292,7 @@ impl<'de> serde::Deserialize<'de> for GetInstanceStatusRequest {
                             instance_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -387,7 +387,7 @@ impl<'de> serde::Deserialize<'de> for GetInstanceStatusResponse {
                             status__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -462,7 +462,7 @@ impl<'de> serde::Deserialize<'de> for HealthRequest {
                     V: serde::de::MapAccess<'de>,
             {
                 while map_.next_key::<GeneratedField>()?.is_some() {
-                    let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                    let _ = map_.next_value::<crate::json::UnknownValue>()?;
                 }
                 Ok(HealthRequest {
                 })
@@ -606,7 +606,7 @@ impl<'de> serde::Deserialize<'de> for HealthResponse {
                             );
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -722,7 +722,7 @@ impl<'de> serde::Deserialize<'de> for health_response::CheckResult {
                             message__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -932,7 +932,7 @@ impl<'de> serde::Deserialize<'de> for ListCheckpointsRequest {
                             page_token__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1046,7 +1046,7 @@ impl<'de> serde::Deserialize<'de> for ListCheckpointsResponse {
                             next_page_token__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1215,7 +1215,7 @@ impl<'de> serde::Deserialize<'de> for ListInstancesRequest {
                             page_token__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1331,7 +1331,7 @@ impl<'de> serde::Deserialize<'de> for ListInstancesResponse {
                             next_page_token__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1482,7 +1482,7 @@ impl<'de> serde::Deserialize<'de> for SendCustomSignalRequest {
                             signal_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1581,7 +1581,7 @@ impl<'de> serde::Deserialize<'de> for SendCustomSignalResponse {
                             signal_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1712,7 +1712,7 @@ impl<'de> serde::Deserialize<'de> for SendSignalRequest {
                             signal_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1810,7 +1810,7 @@ impl<'de> serde::Deserialize<'de> for SendSignalResponse {
                             signal_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }

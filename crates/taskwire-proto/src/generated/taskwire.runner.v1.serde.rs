@@ -133,7 +133,7 @@ impl<'de> serde::Deserialize<'de> for CancelRequest {
                             reason__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -249,7 +249,7 @@ impl<'de> serde::Deserialize<'de> for CancelResponse {
                             state__ = Some(map_.next_value::<cancel_response::CancelState>()? as i32);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -525,7 +525,7 @@ impl<'de> serde::Deserialize<'de> for ExecutionOutcome {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -639,7 +639,7 @@ impl<'de> serde::Deserialize<'de> for execution_outcome::Cancelled {
                             hard_killed__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -783,7 +783,7 @@ impl<'de> serde::Deserialize<'de> for execution_outcome::Failure {
                             details__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -882,7 +882,7 @@ impl<'de> serde::Deserialize<'de> for execution_outcome::HandlerNotFound {
                             function_name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -993,7 +993,7 @@ impl<'de> serde::Deserialize<'de> for execution_outcome::RetryAfter {
                             delay__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1089,7 +1089,7 @@ impl<'de> serde::Deserialize<'de> for execution_outcome::Success {
                             result__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1200,7 +1200,7 @@ impl<'de> serde::Deserialize<'de> for execution_outcome::Timeout {
                             elapsed__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1363,7 +1363,7 @@ impl<'de> serde::Deserialize<'de> for ExecutionRequest {
                             context__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1569,7 +1569,7 @@ impl<'de> serde::Deserialize<'de> for execution_request::ExecutionContext {
                             );
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }

@@ -186,7 +186,7 @@ impl<'de> serde::Deserialize<'de> for CallHeader {
                             );
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -308,7 +308,7 @@ impl<'de> serde::Deserialize<'de> for CancelCall {
                             reason__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -703,7 +703,7 @@ impl<'de> serde::Deserialize<'de> for GoAway {
                             drain_timeout__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1054,7 +1054,7 @@ impl<'de> serde::Deserialize<'de> for Hello {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1340,7 +1340,7 @@ impl<'de> serde::Deserialize<'de> for Negotiated {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1466,7 +1466,7 @@ impl<'de> serde::Deserialize<'de> for Ping {
                             sent_at__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1583,7 +1583,7 @@ impl<'de> serde::Deserialize<'de> for Pong {
                             sent_at__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1752,7 +1752,7 @@ impl<'de> serde::Deserialize<'de> for Refused {
                             retry_after__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2101,7 +2101,7 @@ impl<'de> serde::Deserialize<'de> for Status {
                             retry_after__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<crate::json::UnknownValue>()?;
                         }
                     }
                 }

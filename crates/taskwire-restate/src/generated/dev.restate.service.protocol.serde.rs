@@ -150,7 +150,7 @@ impl<'de> serde::Deserialize<'de> for AttachInvocationCommandMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -284,7 +284,7 @@ impl<'de> serde::Deserialize<'de> for AttachInvocationCompletionNotificationMess
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -398,7 +398,7 @@ impl<'de> serde::Deserialize<'de> for AwaitingOnMessage {
                             executing_side_effects__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -739,7 +739,7 @@ impl<'de> serde::Deserialize<'de> for CallCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -881,7 +881,7 @@ impl<'de> serde::Deserialize<'de> for CallCompletionNotificationMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -997,7 +997,7 @@ impl<'de> serde::Deserialize<'de> for CallInvocationIdCompletionNotificationMess
                             invocation_id__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1093,7 +1093,7 @@ impl<'de> serde::Deserialize<'de> for ClearAllStateCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1208,7 +1208,7 @@ impl<'de> serde::Deserialize<'de> for ClearStateCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1387,7 +1387,7 @@ impl<'de> serde::Deserialize<'de> for CommandAckMessage {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1533,7 +1533,7 @@ impl<'de> serde::Deserialize<'de> for CompleteAwakeableCommandMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1701,7 +1701,7 @@ impl<'de> serde::Deserialize<'de> for CompletePromiseCommandMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1836,7 +1836,7 @@ impl<'de> serde::Deserialize<'de> for CompletePromiseCompletionNotificationMessa
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -1912,7 +1912,7 @@ impl<'de> serde::Deserialize<'de> for EndMessage {
                     V: serde::de::MapAccess<'de>,
             {
                 while map_.next_key::<GeneratedField>()?.is_some() {
-                    let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                    let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                 }
                 Ok(EndMessage {
                 })
@@ -2206,7 +2206,7 @@ impl<'de> serde::Deserialize<'de> for ErrorMessage {
                             behavior__ = Some(map_.next_value::<ErrorBehavior>()? as i32);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2342,7 +2342,7 @@ impl<'de> serde::Deserialize<'de> for Failure {
                             metadata__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2455,7 +2455,7 @@ impl<'de> serde::Deserialize<'de> for FailureMetadata {
                             value__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2628,7 +2628,7 @@ impl<'de> serde::Deserialize<'de> for Future {
                             combinator_type__ = Some(map_.next_value::<CombinatorType>()? as i32);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2781,7 +2781,7 @@ impl<'de> serde::Deserialize<'de> for GetEagerStateCommandMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -2894,7 +2894,7 @@ impl<'de> serde::Deserialize<'de> for GetEagerStateKeysCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3058,7 +3058,7 @@ impl<'de> serde::Deserialize<'de> for GetInvocationOutputCommandMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3205,7 +3205,7 @@ impl<'de> serde::Deserialize<'de> for GetInvocationOutputCompletionNotificationM
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3340,7 +3340,7 @@ impl<'de> serde::Deserialize<'de> for GetLazyStateCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3474,7 +3474,7 @@ impl<'de> serde::Deserialize<'de> for GetLazyStateCompletionNotificationMessage 
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3589,7 +3589,7 @@ impl<'de> serde::Deserialize<'de> for GetLazyStateKeysCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3705,7 +3705,7 @@ impl<'de> serde::Deserialize<'de> for GetLazyStateKeysCompletionNotificationMess
                             state_keys__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3836,7 +3836,7 @@ impl<'de> serde::Deserialize<'de> for GetPromiseCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -3970,7 +3970,7 @@ impl<'de> serde::Deserialize<'de> for GetPromiseCompletionNotificationMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -4082,7 +4082,7 @@ impl<'de> serde::Deserialize<'de> for Header {
                             value__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -4246,7 +4246,7 @@ impl<'de> serde::Deserialize<'de> for IdempotentRequestTarget {
                             scope__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -4377,7 +4377,7 @@ impl<'de> serde::Deserialize<'de> for InputCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -4579,7 +4579,7 @@ impl<'de> serde::Deserialize<'de> for NotificationTemplate {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -4851,7 +4851,7 @@ impl<'de> serde::Deserialize<'de> for OneWayCallCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -4990,7 +4990,7 @@ impl<'de> serde::Deserialize<'de> for OutputCommandMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -5121,7 +5121,7 @@ impl<'de> serde::Deserialize<'de> for PeekPromiseCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -5268,7 +5268,7 @@ impl<'de> serde::Deserialize<'de> for PeekPromiseCompletionNotificationMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -5367,7 +5367,7 @@ impl<'de> serde::Deserialize<'de> for ProposeRunCompletionAckMessage {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -5500,7 +5500,7 @@ impl<'de> serde::Deserialize<'de> for ProposeRunCompletionMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -5615,7 +5615,7 @@ impl<'de> serde::Deserialize<'de> for RunCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -5748,7 +5748,7 @@ impl<'de> serde::Deserialize<'de> for RunCompletionNotificationMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -5941,7 +5941,7 @@ impl<'de> serde::Deserialize<'de> for SendSignalCommandMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -6164,7 +6164,7 @@ impl<'de> serde::Deserialize<'de> for SetStateCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -6324,7 +6324,7 @@ impl<'de> serde::Deserialize<'de> for SignalNotificationMessage {
 ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -6460,7 +6460,7 @@ impl<'de> serde::Deserialize<'de> for SleepCommandMessage {
                             name__ = Some(map_.next_value()?);
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -6576,7 +6576,7 @@ impl<'de> serde::Deserialize<'de> for SleepCompletionNotificationMessage {
                             void__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -6873,7 +6873,7 @@ impl<'de> serde::Deserialize<'de> for StartMessage {
                             idempotency_key__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -7003,7 +7003,7 @@ impl<'de> serde::Deserialize<'de> for start_message::StateEntry {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -7102,7 +7102,7 @@ impl<'de> serde::Deserialize<'de> for StateKeys {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -7198,7 +7198,7 @@ impl<'de> serde::Deserialize<'de> for SuspensionMessage {
                             awaiting_on__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -7297,7 +7297,7 @@ impl<'de> serde::Deserialize<'de> for Value {
                             ;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
@@ -7372,7 +7372,7 @@ impl<'de> serde::Deserialize<'de> for Void {
                     V: serde::de::MapAccess<'de>,
             {
                 while map_.next_key::<GeneratedField>()?.is_some() {
-                    let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                    let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                 }
                 Ok(Void {
                 })
@@ -7498,7 +7498,7 @@ impl<'de> serde::Deserialize<'de> for WorkflowTarget {
                             scope__ = map_.next_value()?;
                         }
                         GeneratedField::__SkipField__ => {
-                            let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                            let _ = map_.next_value::<taskwire_proto::json::UnknownValue>()?;
                         }
                     }
                 }
