@@ -165,7 +165,7 @@ pub(crate) fn cases() -> Vec<InvalidVector> {
         case("json/duplicate-body-field", "A body naming the same field twice.", Json, d, json_frame(br#"{"type":"taskwire.session.v1.Ping","body":{"nonce":"1","nonce":"2"}}"#), 0, "json_body"),
         case("json/unknown-enum-name", "A Status whose code names no StatusCode value.", Json, d, json_frame(br#"{"type":"taskwire.session.v1.Status","body":{"code":"STATUS_CODE_NOPE"}}"#), 0, "json_body"),
         case("json/out-of-range-timestamp", "A timestamp in year 10000, outside the proto3 JSON range.", Json, d, json_frame(br#"{"type":"taskwire.session.v1.CallHeader","body":{"deadline":"10000-01-01T00:00:00Z"}}"#), 0, "json_body"),
-        case("json/decoded-size-over-budget", "Ten empty JSON objects in a list: 11 objects or arrays opened (x 1,024) plus the text, over a budget of 8,192.", Json, Limits { max_decoded_size: Some(8192), ..d }, json_frame(br#"{"type":"taskwire.instance.v1.PollSignalsResponse","body":{"signals":[{},{},{},{},{},{},{},{},{},{}]}}"#), 0, "decoded_too_large"),
+        case("json/decoded-size-over-budget", "Ten empty JSON objects in a list: the text's length plus 1,024 for each of the 13 objects and arrays it opens (the envelope, the body, the list and its ten elements), over a budget of 8,192.", Json, Limits { max_decoded_size: Some(8192), ..d }, json_frame(br#"{"type":"taskwire.instance.v1.PollSignalsResponse","body":{"signals":[{},{},{},{},{},{},{},{},{},{}]}}"#), 0, "decoded_too_large"),
         case("json/body-cut-short", "A length prefix of 50 and 10 bytes, then the end of input.", Json, d, [50u32.to_be_bytes().to_vec(), b"{\"type\":\"t".to_vec()].concat(), 0, "truncated"),
     ]
 }

@@ -8,6 +8,9 @@
 //!   it decodes every valid vector to its message, encodes that message back to exactly
 //!   the vector's bytes, and rejects every invalid vector with the named error kind.
 //!
+//! * [`kit`]: scripted sessions under `conformance/scripts/`, played against a live server
+//!   over TCP and QUIC (`taskwire conformance`).
+//!
 //! `cargo xtask vectors` regenerates both files; the invalid cases are written
 //! by hand in `conformance/src/invalid.rs`.
 #![forbid(unsafe_code)]
@@ -17,5 +20,6 @@
 #![allow(clippy::cast_possible_truncation)]
 
 mod invalid;
+pub mod kit;
 pub mod sample;
 pub mod vectors;

@@ -8,6 +8,8 @@
 //! * `vectors/invalid.json`: byte strings a decoder must reject with the named error kind
 //!   (the names of [`taskwire_codec::ErrorKind::as_str`]), after decoding the listed
 //!   number of good frames first.
+//!
+//! Beside them, `vectors/taskwire.binpb` is the compiled schema ([`DESCRIPTOR_SET`]).
 
 use std::path::{Path, PathBuf};
 
@@ -110,6 +112,20 @@ pub struct VectorFile<V> {
 /// `conformance/vectors/`.
 pub fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")
+}
+
+/// The name of the compiled schema in `conformance/vectors/`: the bytes of
+/// [`taskwire_proto::FILE_DESCRIPTOR_SET`], an encoded `google.protobuf.FileDescriptorSet`,
+/// so that other-language checks load every message without `protoc`.
+pub const DESCRIPTOR_SET: &str = "taskwire.binpb";
+
+/// Every file the generator writes into [`vectors_dir`], by name, with its exact contents.
+pub fn generated_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("valid.json", render(&valid_vectors()).into_bytes()),
+        ("invalid.json", render(&invalid_vectors()).into_bytes()),
+        (DESCRIPTOR_SET, taskwire_proto::FILE_DESCRIPTOR_SET.to_vec()),
+    ]
 }
 
 fn builder(limits: Limits) -> Builder {

@@ -1,5 +1,6 @@
-//! Writes `conformance/vectors/valid.json` and `invalid.json`; with `--check`, fails
-//! instead if either differs from what would be written. Run as `cargo xtask vectors`.
+//! Writes `conformance/vectors/valid.json`, `invalid.json` and the compiled schema
+//! `taskwire.binpb`; with `--check`, fails instead if any differs from what would be
+//! written. Run as `cargo xtask vectors`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
@@ -9,18 +10,14 @@ use taskwire_conformance::vectors;
 fn main() -> ExitCode {
     let check = std::env::args().any(|a| a == "--check");
     let dir = vectors::vectors_dir();
-    let files = [
-        ("valid.json", vectors::render(&vectors::valid_vectors())),
-        ("invalid.json", vectors::render(&vectors::invalid_vectors())),
-    ];
     let mut stale = Vec::new();
-    for (name, text) in &files {
+    for (name, contents) in vectors::generated_files() {
         let path = dir.join(name);
-        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+        if std::fs::read(&path).ok().as_deref() == Some(contents.as_slice()) {
             continue;
         }
         stale.push(path.display().to_string());
-        if !check && let Err(e) = std::fs::write(&path, text) {
+        if !check && let Err(e) = std::fs::write(&path, contents) {
             eprintln!("error: writing {}: {e}", path.display());
             return ExitCode::FAILURE;
         }

@@ -988,9 +988,15 @@ impl<T: MessageSet> ResponseStream<T> {
                 Ok(None)
             }
             Ok(Some(frame)) => {
-                if frame.flags.is_end_stream() {
+                if frame.flags.is_end_stream() || frame.flags.is_status() {
                     self.finished = true;
                     self.stream.done = true;
+                }
+                // A stream ends with a status frame, OK on success (`docs/protocol.md`
+                // §7); a server of an earlier draft ended it with the FIN alone.
+                if frame.flags.is_status() {
+                    return decode_status(frame)?
+                        .map_or(Ok(None), |status| Err(CallError::Status(status)));
                 }
                 decode_answer::<T>(frame).map(Some).inspect_err(|_| {
                     self.finished = true;

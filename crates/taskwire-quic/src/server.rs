@@ -107,7 +107,8 @@ pub struct ServerStats {
 struct Live {
     connection: Connection,
     control: Arc<tokio::sync::Mutex<SendStream>>,
-    last_request_id: Arc<AtomicU64>,
+    /// The QUIC stream id of the last call stream accepted: what the GoAway reports.
+    last_accepted: Arc<AtomicU64>,
 }
 
 struct Shared {
@@ -394,7 +395,7 @@ impl ServerHandle {
                     (
                         l.connection.clone(),
                         Arc::clone(&l.control),
-                        l.last_request_id.load(Ordering::Acquire),
+                        l.last_accepted.load(Ordering::Acquire),
                     )
                 })
                 .collect()
@@ -499,7 +500,7 @@ pub struct ServerConnection {
     shared: Arc<Shared>,
     slot: ConnectionSlot,
     live: LiveEntry,
-    last_request_id: Arc<AtomicU64>,
+    last_accepted: Arc<AtomicU64>,
     client_max_frame_length: u32,
 }
 
@@ -626,12 +627,13 @@ async fn handshake(
         0 => taskwire_codec::DEFAULT_MAX_FRAME_LENGTH,
         announced => announced,
     };
-    let peer = PeerInfo {
+    let mut peer = PeerInfo {
         address: Some(connection.remote_address()),
         identity,
         name: hello.peer_name.clone(),
         version: hello.peer_version.clone(),
         claimed_tenant: hello.tenant.clone(),
+        conversations: None,
     };
     let answer = if shared.draining.is_cancelled() {
         Err(refusal(
@@ -658,7 +660,7 @@ async fn handshake(
     let mut control = Arc::clone(&control_send)
         .try_lock_owned()
         .map_err(|_| "the new control stream was already locked".to_owned())?;
-    let last_request_id = Arc::new(AtomicU64::new(0));
+    let last_accepted = Arc::new(AtomicU64::new(0));
     let answer = answer.and_then(|negotiated| {
         let mut live = shared.live.lock().expect("live lock");
         if shared.draining.is_cancelled() {
@@ -673,7 +675,7 @@ async fn handshake(
             Live {
                 connection: connection.clone(),
                 control: Arc::clone(&control_send),
-                last_request_id: Arc::clone(&last_request_id),
+                last_accepted: Arc::clone(&last_accepted),
             },
         );
         Ok(negotiated)
@@ -681,6 +683,7 @@ async fn handshake(
     let mut bytes = BytesMut::new();
     match answer {
         Ok(negotiated) => {
+            peer.conversations = Some(negotiated.conversations().collect());
             let written = match encode(
                 &Frame::new(SessionMessage::from(negotiated)),
                 u32::MAX,
@@ -725,7 +728,7 @@ async fn handshake(
             connection: connection.clone(),
             served: false,
         },
-        last_request_id,
+        last_accepted,
         client_max_frame_length,
     })
 }
@@ -746,7 +749,7 @@ impl ServerConnection {
             shared,
             slot,
             mut live,
-            last_request_id,
+            last_accepted,
             client_max_frame_length,
         } = self;
         live.served = true;
@@ -763,6 +766,21 @@ impl ServerConnection {
                 () = shared.draining.cancelled() => break,
             };
             let Ok((send, recv)) = accepted else { break };
+            // Recorded under the lock `shutdown` holds while it starts draining and reads
+            // these, so the GoAway names every stream accepted here, and a stream that
+            // arrives after it is refused unread.
+            let accepted = {
+                let _live = shared.live.lock().expect("live lock");
+                let open = !shared.draining.is_cancelled();
+                if open {
+                    last_accepted.fetch_max(u64::from(send.id()), Ordering::AcqRel);
+                }
+                open
+            };
+            if !accepted {
+                shared.calls.spawn(refuse_unread(send, recv));
+                continue;
+            }
             let call = serve_call(
                 send,
                 recv,
@@ -770,7 +788,6 @@ impl ServerConnection {
                 Arc::clone(&router),
                 Arc::clone(&shared),
                 Arc::clone(&budget),
-                Arc::clone(&last_request_id),
                 connection.clone(),
                 client_max_frame_length,
             );
@@ -861,6 +878,45 @@ fn spend(budget: &AtomicU32, connection: &Connection, shared: &Shared) {
     }
 }
 
+/// A call stream that arrived after the GoAway: answered `UNAVAILABLE` without reading
+/// it (its id is past the GoAway's `last_accepted_request_id`, so it may be retried).
+async fn refuse_unread(mut send: SendStream, mut recv: RecvStream) {
+    let status = Status::unavailable("the server is shutting down");
+    let mut chunks = Vec::new();
+    if encode_raw_chunks(&status_frame(&status), u32::MAX, &mut chunks).is_ok() {
+        let _ = write_chunks(&mut send, &mut chunks, true).await;
+    }
+    let _ = recv.stop(codes::RESET_CANCELLED);
+}
+
+/// How long the server reads what a client still sends on a stream after the call is
+/// answered, so that it never stops the stream with code 0: up to the client's FIN, or
+/// this long, after which it stops the stream with `CANCELLED`.
+const DISCARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads and drops the rest of an answered call's request stream, up to its FIN.
+async fn discard_until_fin(mut reader: FrameReader) {
+    let ended = tokio::time::timeout(DISCARD_TIMEOUT, async {
+        loop {
+            match reader.next().await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(CodecError::Io(_)) => return true,
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    match ended {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = reader.stream_mut().stop(codes::RESET_FRAME_ERROR);
+        }
+        Err(_) => {
+            let _ = reader.stream_mut().stop(codes::RESET_CANCELLED);
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve_call(
     mut send: SendStream,
@@ -869,7 +925,6 @@ async fn serve_call(
     router: Arc<Router>,
     shared: Arc<Shared>,
     budget: Arc<AtomicU32>,
-    last_request_id: Arc<AtomicU64>,
     connection: Connection,
     client_max_frame_length: u32,
 ) {
@@ -905,7 +960,6 @@ async fn serve_call(
         }
         header_seen = true;
     };
-    last_request_id.fetch_max(context.request_id, Ordering::AcqRel);
     shared.stats.calls_started.fetch_add(1, Ordering::Relaxed);
     let type_id = first.type_id;
     let request_id = context.request_id;
@@ -1046,14 +1100,17 @@ async fn answer(
     Outcome::Failed(outcome)
 }
 
-/// Feeds request frames from the stream into a handler's channel until END_STREAM.
+/// Feeds request frames from the stream into a handler's channel until END_STREAM (or a
+/// status frame, which ends the client's side too), then reads the rest of the stream up
+/// to its FIN, as it does once the handler stops reading.
 async fn pump_requests(mut reader: FrameReader, requests: mpsc::Sender<Result<RawFrame, Status>>) {
     loop {
         match reader.next().await {
             Ok(Some(frame)) => {
-                let end = frame.flags.is_end_stream();
+                let end = frame.flags.is_end_stream() || frame.flags.is_status();
                 if requests.send(Ok(frame)).await.is_err() || end {
-                    return;
+                    drop(requests);
+                    return discard_until_fin(reader).await;
                 }
             }
             Ok(None) => return,
@@ -1105,10 +1162,14 @@ async fn pump_responses(
     };
     match result {
         Ok(()) => {
-            // END_STREAM on an empty closing frame is not possible without a message, so
-            // the stream's FIN marks the end of a successful stream.
-            let _ = responder.send.finish();
-            Outcome::Answered
+            // A stream ends with a status frame, OK on success, as it does over TCP: the
+            // last item cannot carry END_STREAM, since it goes out before the handler
+            // knows that it is the last.
+            let ok = Status::new(taskwire_rpc::StatusCode::Ok, "");
+            match responder.send(&status_frame(&ok), u32::MAX, true).await {
+                Ok(()) => Outcome::Answered,
+                Err(status) => Outcome::Failed(status),
+            }
         }
         Err(status) => {
             responder.fail(&status).await;
@@ -1147,10 +1208,11 @@ async fn drive(
             Dispatch::ServerStreaming { run, responses } => {
                 pump_responses(responder, responses, run, max).await
             }
+            // The pump outlives the handler: once nobody reads the requests, it reads the
+            // stream to its FIN (for a bounded time) rather than stop it with code 0.
             Dispatch::ClientStreaming { run, requests } => {
-                let pump = tokio::spawn(pump_requests(reader.take().expect("reader"), requests));
+                tokio::spawn(pump_requests(reader.take().expect("reader"), requests));
                 let result = run.await;
-                pump.abort();
                 answer(responder, result, max).await
             }
             Dispatch::Bidi {
@@ -1158,10 +1220,8 @@ async fn drive(
                 requests,
                 responses,
             } => {
-                let pump = tokio::spawn(pump_requests(reader.take().expect("reader"), requests));
-                let outcome = pump_responses(responder, responses, run, max).await;
-                pump.abort();
-                outcome
+                tokio::spawn(pump_requests(reader.take().expect("reader"), requests));
+                pump_responses(responder, responses, run, max).await
             }
             _ => {
                 answer(
@@ -1201,6 +1261,9 @@ async fn drive(
         }
         ended
     };
+    if let Some(reader) = reader {
+        tokio::spawn(discard_until_fin(reader));
+    }
     match ended {
         Ended::Work(outcome) => outcome,
         Ended::Deadline => {

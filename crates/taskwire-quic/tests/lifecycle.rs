@@ -419,3 +419,68 @@ async fn a_server_stream_outlives_its_dropped_connection_handle() {
     }
     assert_eq!(sequences, [0, 1, 2, 3]);
 }
+
+/// The GoAway names the last call stream the server accepted, by its QUIC stream id,
+/// whether or not its calls carried a call header; every call up to it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_away_names_the_last_call_stream_accepted_with_or_without_a_call_header() {
+    use taskwire_proto::WireMessage as _;
+    use taskwire_proto::session::v1::{CallHeader, GoAway, Negotiated};
+
+    let pki = pki();
+    let server = start(
+        &pki,
+        Limits::default(),
+        slow_echo(Duration::from_millis(400)),
+    );
+    let connection = common::raw_connect(&pki, server.local_addr()).await;
+    let (_control_send, mut control) = common::send_hello(&connection).await;
+    let (type_id, _) = within(10, common::read_raw_frame(&mut control)).await;
+    assert_eq!(type_id, Negotiated::TYPE_ID);
+
+    let mut calls = Vec::new();
+    for nonce in 0..3u64 {
+        let (mut send, recv) = connection.open_bi().await.unwrap();
+        // The first call has a call header with request id 99; the others have none.
+        if nonce == 0 {
+            let header = CallHeader {
+                request_id: 99,
+                ..Default::default()
+            };
+            send.write_all(&common::frame_bytes(header)).await.unwrap();
+        }
+        let ping = taskwire_codec::Frame::new(Ping {
+            nonce,
+            sent_at: None,
+        })
+        .end_stream();
+        let mut bytes = bytes::BytesMut::new();
+        tokio_util::codec::Encoder::encode(
+            &mut taskwire_codec::Builder::new()
+                .first_frame_done(true)
+                .new_binary_codec(),
+            ping,
+            &mut bytes,
+        )
+        .unwrap();
+        send.write_all(&bytes).await.unwrap();
+        send.finish().unwrap();
+        calls.push((u64::from(send.id()), recv));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let shutdown = tokio::spawn(server.shutdown());
+
+    let (type_id, body) = within(10, common::read_raw_frame(&mut control)).await;
+    assert_eq!(type_id, GoAway::TYPE_ID);
+    let go_away = <GoAway as prost::Message>::decode(body.as_slice()).unwrap();
+    let last = calls.last().map(|(id, _)| *id).unwrap();
+    assert_eq!(
+        go_away.last_accepted_request_id, last,
+        "the QUIC stream id of the third call stream"
+    );
+    for (_, mut recv) in calls {
+        let (type_id, _) = within(10, common::read_raw_frame(&mut recv)).await;
+        assert_eq!(type_id, Pong::TYPE_ID, "an accepted call is answered");
+    }
+    assert!(within(20, shutdown).await.unwrap().drained);
+}

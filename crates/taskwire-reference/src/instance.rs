@@ -224,9 +224,9 @@ async fn poll_signals(
             ))
         })?,
     };
-    let wait = wait
-        .min(shared.config.max_poll_wait)
-        .min(ctx.remaining().unwrap_or(Duration::MAX));
+    // Not capped by the call's deadline: if it comes first, the transport answers
+    // DEADLINE_EXCEEDED; capping would race that answer with an empty one.
+    let wait = wait.min(shared.config.max_poll_wait);
     let give_up = Instant::now() + wait;
     // Subscribed before the first look, so a signal sent in between is not missed.
     let mut changes = shared.watch();

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use taskwire_proto::session::v1::CallHeader;
+use taskwire_proto::session::v1::{CallHeader, Conversation};
 use taskwire_proto::wkt;
 use taskwire_tls::PeerIdentity;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,10 @@ pub struct PeerInfo {
     /// The tenant the peer named in its Hello. Not proof of anything: authorize by
     /// [`identity`](Self::identity).
     pub claimed_tenant: String,
+    /// The conversations negotiated on the connection (`Negotiated.conversations`; the
+    /// session conversation is always open): a call of any other is refused. `None` where
+    /// no handshake took place (a dialect's caller), which opens them all.
+    pub conversations: Option<Vec<Conversation>>,
 }
 
 impl PeerInfo {
@@ -32,6 +36,26 @@ impl PeerInfo {
         self.identity
             .as_ref()
             .and_then(|identity| identity.tenant.as_deref())
+    }
+
+    /// Whether calls of `conversation` may run on this connection.
+    ///
+    /// ```
+    /// use taskwire_proto::session::v1::Conversation;
+    /// use taskwire_rpc::PeerInfo;
+    ///
+    /// let peer = PeerInfo { conversations: Some(vec![Conversation::Management]), ..Default::default() };
+    /// assert!(peer.negotiated(Conversation::Management));
+    /// assert!(peer.negotiated(Conversation::Session), "always open");
+    /// assert!(!peer.negotiated(Conversation::Instance));
+    /// assert!(PeerInfo::default().negotiated(Conversation::Instance), "no handshake: all open");
+    /// ```
+    pub fn negotiated(&self, conversation: Conversation) -> bool {
+        conversation == Conversation::Session
+            || self
+                .conversations
+                .as_ref()
+                .is_none_or(|open| open.contains(&conversation))
     }
 }
 

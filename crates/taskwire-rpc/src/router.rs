@@ -10,6 +10,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use taskwire_codec::{Frame, RawFrame};
 use taskwire_proto::registry::{self, CallShape};
+use taskwire_proto::session::v1::{Conversation, Ping, Pong};
 use taskwire_proto::{MessageSet, Rpc, WireMessage, budget};
 use tokio::sync::mpsc;
 
@@ -268,15 +269,42 @@ impl Router {
     }
 
     /// Starts the call whose first frame (after any call header) is `first`.
+    ///
+    /// Before any handler runs, in this order (`docs/protocol.md` §7): a call of a
+    /// conversation the connection did not negotiate is refused (`PROTOCOL_VIOLATION`);
+    /// `taskwire.session.v1.Ping` is answered with its `Pong` unless a handler is
+    /// registered for it; a call without a handler is `UNIMPLEMENTED`; a call whose
+    /// deadline has already passed is `DEADLINE_EXCEEDED`, and its handler never runs;
+    /// then the [`authorize`](Router::authorize) hook decides.
     pub fn dispatch(&self, context: CallContext, first: RawFrame) -> Dispatch {
         let type_id = first.type_id;
+        let info = registry::by_type_id(type_id);
+        if let Some(conversation) = registry::Conversation::of_type_id(type_id)
+            && let Some(negotiable) = session_conversation(conversation)
+            && !context.peer.negotiated(negotiable)
+        {
+            return Dispatch::Rejected(Status::protocol_violation(format!(
+                "type {type_id:#06x} belongs to {}, which this connection did not negotiate",
+                conversation.package()
+            )));
+        }
         let Some(handler) = self.handlers.get(&type_id) else {
-            let name =
-                registry::by_type_id(type_id).map_or("an unregistered message", |info| info.name);
+            if type_id == Ping::TYPE_ID {
+                return answer_ping(first.body);
+            }
+            let name = info.map_or("an unregistered message", |info| info.name);
             return Dispatch::Rejected(Status::unimplemented(format!(
                 "no handler for calls opening with {name} ({type_id:#06x})"
             )));
         };
+        if context
+            .deadline
+            .is_some_and(|deadline| deadline <= std::time::Instant::now())
+        {
+            return Dispatch::Rejected(Status::deadline_exceeded(
+                "the call's deadline had passed when it arrived",
+            ));
+        }
         if let Some(authorize) = &self.authorize
             && let Err(status) = authorize(&context, type_id)
         {
@@ -312,6 +340,30 @@ impl Router {
             }
         }
     }
+}
+
+/// The `Hello`/`Negotiated` value naming a registry conversation.
+fn session_conversation(conversation: registry::Conversation) -> Option<Conversation> {
+    Some(match conversation {
+        registry::Conversation::Session => Conversation::Session,
+        registry::Conversation::Instance => Conversation::Instance,
+        registry::Conversation::Environment => Conversation::Environment,
+        registry::Conversation::Management => Conversation::Management,
+        registry::Conversation::Runner => Conversation::Runner,
+        registry::Conversation::Journal => Conversation::Journal,
+        _ => return None,
+    })
+}
+
+/// `SessionService/Ping` as a call: the `Pong` echoes the nonce and the send time.
+fn answer_ping(body: Bytes) -> Dispatch {
+    let answer = decode::<Ping>(body).map(|ping| {
+        encode(Pong {
+            nonce: ping.nonce,
+            sent_at: ping.sent_at,
+        })
+    });
+    Dispatch::Unary(futures::future::ready(answer).boxed())
 }
 
 /// A handler's future, with a panic turned into an `INTERNAL` status: the transport then

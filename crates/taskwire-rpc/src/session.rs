@@ -190,7 +190,12 @@ impl ServerSession {
                 }
             }
         }
-        let offered = hello.codecs.is_empty() || hello.codecs.contains(&(codec as i32));
+        // An empty list means protobuf alone (`Hello.codecs`).
+        let offered = if hello.codecs.is_empty() {
+            codec == Codec::Protobuf
+        } else {
+            hello.codecs.contains(&(codec as i32))
+        };
         if !offered || !self.codecs.contains(&codec) {
             return Err(refusal(
                 RefusalReason::CodecNotSupported,

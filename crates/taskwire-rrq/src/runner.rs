@@ -277,6 +277,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, router: Arc<Rou
                 name: "rrq-orchestrator".into(),
                 version: String::new(),
                 claimed_tenant: shared.config.tenant.clone(),
+                conversations: None,
             }),
         };
         shared.connections.spawn(connection.run(stream));

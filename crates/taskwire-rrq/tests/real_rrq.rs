@@ -675,15 +675,8 @@ async fn taskwires_orchestrator_drives_rrqs_python_runner() {
     .await;
     gone.abort();
     let _ = gone.await;
-    let fresh = Orchestrator::new(RrqClient::new(ClientConfig::new(runner_addr)));
-    let rerun = fresh
-        .execute(
-            job("restarted", 1, "slow", json!({"seconds": 0.1})),
-            deadline,
-        )
-        .await
-        .unwrap();
-    assert!(matches!(rerun.outcome, Some(Outcome::Success(_))));
+    // The runner cancels the job its lost connection carried before the rerun arrives, so
+    // that the rerun is not refused as a duplicate of a job still running.
     wait_until(async || {
         counts
             .counts(&["restarted".into()])
@@ -693,6 +686,18 @@ async fn taskwires_orchestrator_drives_rrqs_python_runner() {
             == 1
     })
     .await;
+    let fresh = Orchestrator::new(RrqClient::new(ClientConfig::new(runner_addr)));
+    let rerun = fresh
+        .execute(
+            job("restarted", 1, "slow", json!({"seconds": 0.1})),
+            deadline,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(rerun.outcome, Some(Outcome::Success(_))),
+        "{rerun:?}"
+    );
     drop(python);
 }
 

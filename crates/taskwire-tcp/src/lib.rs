@@ -60,7 +60,9 @@
 //! [`TcpClientConfig::new`] instead; everything else is the same.
 #![forbid(unsafe_code)]
 
+mod call;
 mod client;
+mod connection;
 pub mod runner;
 mod server;
 mod wire;

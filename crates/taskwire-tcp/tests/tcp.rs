@@ -1028,3 +1028,85 @@ async fn a_cancel_call_behind_a_full_send_queue_goes_out_once_there_is_room() {
     assert_eq!(cancel.request_id, 2);
     upload.abort();
 }
+
+/// On shutdown the GoAway names the highest stream id a call was accepted on; those calls
+/// are answered, a call that arrives after the GoAway is refused `UNAVAILABLE`, and the
+/// connection then closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_away_names_the_last_call_accepted_and_every_accepted_call_is_answered() {
+    use prost::Message as _;
+    use taskwire_proto::WireMessage as _;
+    use taskwire_proto::session::v1::{GoAway, Negotiated, Status as StatusMessage};
+
+    let mut router = Router::new();
+    router.unary(|_ctx, ping: Ping| async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok(Pong {
+            nonce: ping.nonce,
+            sent_at: None,
+        })
+    });
+    let server = plaintext_server(TcpLimits::default(), router).await;
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    stream.write_all(&hello_frame()).await.unwrap();
+    let (header, _) = within(10, read_raw_frame(&mut stream)).await;
+    assert_eq!(header.type_id, Negotiated::TYPE_ID);
+    let call = |stream_id: u32| {
+        let mut out = bytes::BytesMut::new();
+        taskwire_codec::Builder::new()
+            .first_frame_done(true)
+            .new_binary_codec()
+            .encode(
+                taskwire_codec::Frame::new(Ping {
+                    nonce: u64::from(stream_id),
+                    sent_at: None,
+                })
+                .with_stream_id(stream_id)
+                .end_stream(),
+                &mut out,
+            )
+            .unwrap();
+        out.to_vec()
+    };
+    for stream_id in [1, 2, 5] {
+        stream.write_all(&call(stream_id)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let shutdown = tokio::spawn(server.shutdown());
+
+    let (header, body) = within(10, read_raw_frame(&mut stream)).await;
+    assert_eq!(header.type_id, GoAway::TYPE_ID);
+    assert_eq!(
+        GoAway::decode(body.as_slice())
+            .unwrap()
+            .last_accepted_request_id,
+        5
+    );
+    stream.write_all(&call(7)).await.unwrap();
+    let mut answered = Vec::new();
+    let mut refused = Vec::new();
+    while answered.len() + refused.len() < 4 {
+        let (header, body) = within(10, read_raw_frame(&mut stream)).await;
+        match header.type_id {
+            id if id == Pong::TYPE_ID => answered.push(header.stream_id),
+            id if id == StatusMessage::TYPE_ID => {
+                let status = StatusMessage::decode(body.as_slice()).unwrap();
+                assert_eq!(
+                    status.code(),
+                    StatusCode::Unavailable
+                );
+                refused.push(header.stream_id);
+            }
+            other => panic!("unexpected frame type {other:#06x}"),
+        }
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, [1, 2, 5], "every accepted call is answered");
+    assert_eq!(refused, [7], "a call after the GoAway is refused");
+    let mut rest = Vec::new();
+    within(10, stream.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "nothing after the last answer");
+    assert!(within(20, shutdown).await.unwrap());
+}

@@ -22,8 +22,10 @@ pub struct Hello {
     /// Empty is read as protobuf only.
     #[prost(enumeration = "Codec", repeated, tag = "4")]
     pub codecs: ::prost::alloc::vec::Vec<i32>,
-    /// Largest frame, in bytes, that the client accepts from the server (frame
-    /// header included). 0 means the protocol default of 16 MiB (16777216).
+    /// Largest frame, in bytes, that the client accepts from the server: a
+    /// binary frame's body or a JSON frame's text, the 12-byte header or 4-byte
+    /// length prefix not counted. 0 means the protocol default of 16 MiB
+    /// (16777216).
     #[prost(uint32, tag = "5")]
     pub max_frame_length: u32,
     /// Name of the client software or component, for logs (e.g.
@@ -62,7 +64,8 @@ pub struct Negotiated {
     /// Hello was written in, echoed so both sides log the same value.
     #[prost(enumeration = "Codec", tag = "2")]
     pub codec: i32,
-    /// Largest frame, in bytes, that the server accepts (frame header included).
+    /// Largest frame, in bytes, that the server accepts, counted as in
+    /// Hello.max_frame_length (the body or JSON text, not the header).
     /// The client must never send a larger frame; the server closes the
     /// connection with a PROTOCOL_VIOLATION if it does. 0 means the protocol
     /// default of 16 MiB.
@@ -329,10 +332,12 @@ pub struct GoAway {
     /// Human-readable explanation, for logs. May be empty.
     #[prost(string, tag = "2")]
     pub message: ::prost::alloc::string::String,
-    /// Highest request_id of the peer's calls that the sender accepted: every
-    /// call up to and including it will still be answered; later calls were not
-    /// processed at all and may safely be retried on another connection. 0
-    /// means no call of the peer was accepted.
+    /// The last of the peer's calls that the sender accepted: every call up to
+    /// and including it will still be answered; later calls were not processed
+    /// at all and may safely be retried on another connection. Over TCP it is
+    /// the call's stream id; over QUIC the QUIC stream id of the call's stream
+    /// (calls are accepted in stream order there). 0 means no call of the peer
+    /// was accepted.
     #[prost(uint64, tag = "3")]
     pub last_accepted_request_id: u64,
     /// How long the sender keeps the connection open to finish accepted calls
