@@ -14,6 +14,7 @@ mod bench;
 mod bridge;
 mod call;
 mod cert;
+mod conformance;
 mod decode;
 mod decode_restate;
 mod demo;
@@ -72,6 +73,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Load a server with unary calls and report calls/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Check a server against the conformance kit's scripted sessions, over QUIC or TCP.
+    Conformance(conformance::ConformanceArgs),
     /// Carry another system's protocol over QUIC or TCP with mutual TLS (RRQ's runners).
     Bridge(bridge::BridgeArgs),
     /// Print shell completions for bash, zsh, fish, elvish or PowerShell.
@@ -94,6 +97,7 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Call(args) => runtime("warn")?.block_on(call::run(args)),
         Command::Demo(args) => runtime("warn")?.block_on(demo::run(args)),
         Command::Bench(args) => runtime("warn")?.block_on(bench::run(args)),
+        Command::Conformance(args) => runtime("warn")?.block_on(conformance::run(args)),
         Command::Bridge(args) => runtime("info")?.block_on(bridge::run(args)),
         Command::Completions { shell } => {
             let mut out = Vec::new();

@@ -98,11 +98,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::msg(format!("waiting for Ctrl-C: {e}")))?;
     tracing::info!("shutting down: draining calls");
-    let report = quic.shutdown().await;
-    tracing::info!(?report, "QUIC stopped");
-    if let Some(tcp) = tcp {
-        tcp.shutdown().await;
-    }
+    // Both at once: each sends its GoAways and drains, and each returns once its accepted
+    // calls are answered, so the process may exit then.
+    let tcp_drained = async {
+        match tcp {
+            Some(tcp) => Some(tcp.shutdown().await),
+            None => None,
+        }
+    };
+    let (report, tcp_drained) = tokio::join!(quic.shutdown(), tcp_drained);
+    tracing::info!(?report, ?tcp_drained, "stopped");
     Ok(())
 }
 

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sha2::Digest as _;
 use taskwire_proto::registry::AnyMessage;
 use taskwire_quic::{ClientConfig, Connection, QuicClient, ResponseStream};
 use taskwire_rpc::{CallError, CallOptions};
@@ -125,7 +124,9 @@ impl ClientArgs {
         }
     }
 
-    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, CliError> {
+    /// The client's TLS configuration: a CA, a pin or the system's roots, and a client
+    /// certificate if given.
+    pub(crate) fn tls(&self) -> Result<Arc<rustls::ClientConfig>, CliError> {
         let mut builder = match (&self.ca, &self.pin) {
             (Some(ca), _) => ClientConfigBuilder::new(
                 CaBundle::from_pem_file(ca)
@@ -283,11 +284,13 @@ pub(crate) fn server_tls(
                     "::1".parse().expect("a literal address"),
                 ]))
                 .map_err(|e| CliError::msg(format!("generating a server certificate: {e}")))?;
-            notes.push("development mode: certificates generated in memory for localhost, 127.0.0.1 and ::1".into());
-            notes.push(format!(
-                "  CA certificate fingerprint (SHA-256): {}",
-                hex::encode(sha2::Sha256::digest(ca.certificate()))
-            ));
+            // The CA signs the server certificate and is then dropped: the server sends only
+            // its leaf, so clients trust the key pin printed below, not a CA.
+            notes.push("development mode: a server certificate generated in memory for localhost, 127.0.0.1 and ::1".into());
+            notes.push(
+                "  trust it by its key pin: the SHA-256 of its SubjectPublicKeyInfo (DER), in hex"
+                    .into(),
+            );
             issued
                 .credentials()
                 .map_err(|e| CliError::msg(format!("server credentials: {e}")))?

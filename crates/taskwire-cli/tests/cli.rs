@@ -45,9 +45,10 @@ fn stderr(output: &Output) -> String {
 fn assert_success(output: &Output) {
     assert!(
         output.status.success(),
-        "taskwire failed with {:?}: {}",
+        "taskwire failed with {:?}: {}\nstdout: {}",
         output.status,
-        stderr(output)
+        stderr(output),
+        stdout(output)
     );
 }
 
@@ -987,6 +988,53 @@ fn call_and_bench_reach_a_server_over_quic_and_over_tcp() {
             stderr(&output)
         );
     }
+}
+
+#[test]
+fn conformance_passes_every_check_against_serve_over_quic_and_tcp() {
+    let server = serve(&["--tcp", "127.0.0.1:0"]);
+    let tcp = server.tcp.trim_start_matches("tcp://").to_owned();
+    for (addr, transport) in [
+        (vec!["--addr", server.quic.as_str()], "quic"),
+        (vec!["--addr", tcp.as_str(), "--tcp"], "tcp"),
+    ] {
+        let output = taskwire(
+            &[
+                &["conformance", "--pin", &server.pin][..],
+                &addr,
+                &["--json"],
+            ]
+            .concat(),
+        );
+        assert_success(&output);
+        let report = &json_lines(&output)[0];
+        assert_eq!(report["failed"], 0, "{report}");
+        let checks = report["checks"].as_array().unwrap();
+        assert!(checks.len() > 30, "{} checks", checks.len());
+        assert!(
+            checks.iter().all(|c| c["transport"] == transport),
+            "{report}"
+        );
+    }
+    // A check that fails makes the exit code 1 and names the script and the step: a
+    // server that is not taskwire at all (the QUIC port spoken to over TCP) fails them all.
+    let output = taskwire(&[
+        "conformance",
+        "--addr",
+        &server.quic,
+        "--tcp",
+        "--pin",
+        &server.pin,
+        "--only",
+        "calls/unary",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stdout(&output).contains("FAIL tcp"), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("checks failed"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
