@@ -1093,10 +1093,7 @@ async fn the_go_away_names_the_last_call_accepted_and_every_accepted_call_is_ans
             id if id == Pong::TYPE_ID => answered.push(header.stream_id),
             id if id == StatusMessage::TYPE_ID => {
                 let status = StatusMessage::decode(body.as_slice()).unwrap();
-                assert_eq!(
-                    status.code(),
-                    StatusCode::Unavailable
-                );
+                assert_eq!(status.code(), StatusCode::Unavailable);
                 refused.push(header.stream_id);
             }
             other => panic!("unexpected frame type {other:#06x}"),
