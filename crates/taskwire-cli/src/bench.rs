@@ -79,7 +79,7 @@ pub(crate) async fn run(mut args: BenchArgs) -> Result<(), CliError> {
         )));
     }
     let embedded = if args.embedded {
-        let tls = server_tls(None, None)?;
+        let tls = server_tls(None, None, &[])?;
         let reference =
             ReferenceServer::new(ReferenceConfig::default().tenants(TenantSource::ClaimedInHello));
         let server = QuicServer::new(ServerConfig::new(

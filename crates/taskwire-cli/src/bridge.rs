@@ -220,7 +220,11 @@ async fn mirror(args: RrqArgs) -> Result<(), CliError> {
     let runner = args
         .runner
         .ok_or_else(|| CliError::msg("--mirror needs --runner"))?;
-    let tls = server_tls(Some(&(args.cert.clone(), args.key.clone())), Some(&args.ca))?;
+    let tls = server_tls(
+        Some(&(args.cert.clone(), args.key.clone())),
+        Some(&args.ca),
+        &[],
+    )?;
     let router = relay_router(Arc::new(RrqClient::new(RrqClientConfig::new(runner))));
     let (local, stop): (SocketAddr, Stop) = match listen {
         Endpoint::Quic(_) => {

@@ -48,6 +48,12 @@ Examples:
   # One directory per worker:
   taskwire cert client --ca certs --out workers/worker-8 --tenant acme --id worker-8";
 
+const REVOKE_EXAMPLES: &str = "\
+Examples:
+  # Add a client certificate to certs/crl.pem, then tell the server to reload it:
+  taskwire cert revoke --ca certs workers/worker-8/client.pem
+  kill -HUP $(pidof taskwire)   # taskwire serve ... --ca certs/ca.pem --crl certs/crl.pem";
+
 const INSPECT_EXAMPLES: &str = "\
 Examples:
   taskwire cert inspect certs/server.pem
@@ -73,6 +79,23 @@ enum CertCommand {
     Client(ClientArgs),
     /// Show what a certificate says: subject, SANs, validity, identity, key fingerprint.
     Inspect(InspectArgs),
+    /// Revoke certificates: adds them to the CA's revocation list (DIR/crl.pem by default),
+    /// which `taskwire serve --crl` reads again on SIGHUP.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = REVOKE_EXAMPLES)]
+struct RevokeArgs {
+    /// The directory holding the CA's ca.pem and ca.key.pem.
+    #[arg(long, value_name = "DIR")]
+    ca: PathBuf,
+    /// The revocation list to extend, or create [default: DIR/crl.pem].
+    #[arg(long, value_name = "FILE")]
+    crl: Option<PathBuf>,
+    /// Certificates (PEM) issued by the CA to revoke.
+    #[arg(value_name = "CERT", required = true)]
+    certs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +189,7 @@ pub(crate) fn run(args: CertArgs) -> Result<(), CliError> {
         CertCommand::Server(args) => server(args),
         CertCommand::Client(args) => client(args),
         CertCommand::Inspect(args) => inspect(&args),
+        CertCommand::Revoke(args) => revoke(&args),
     }
 }
 
@@ -243,6 +267,38 @@ fn client(args: ClientArgs) -> Result<(), CliError> {
     let cert = ca.issue_client(&params)?;
     write_leaf(&cert, &args.out, "client", args.force)?;
     print_line(format_args!("identity:     {identity}"))
+}
+
+fn revoke(args: &RevokeArgs) -> Result<(), CliError> {
+    let ca = load_ca(&args.ca)?;
+    let crl_path = args.crl.clone().unwrap_or_else(|| args.ca.join("crl.pem"));
+    let previous = if crl_path.exists() {
+        let mut lists = taskwire_tls::pem::load_revocation_lists(&crl_path)?;
+        if lists.len() != 1 {
+            return Err(CliError::msg(format!(
+                "{} holds {} revocation lists; expected one, this CA's",
+                crl_path.display(),
+                lists.len()
+            )));
+        }
+        lists.pop()
+    } else {
+        None
+    };
+    let mut certificates = Vec::new();
+    for path in &args.certs {
+        let cert = taskwire_tls::pem::load_certificates(path)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| CliError::msg(format!("{}: no certificate", path.display())))?;
+        certificates.push(cert);
+    }
+    let crl = ca.revoke(previous.as_ref(), &certificates)?;
+    taskwire_tls::pem::write_revocation_list(&crl_path, &crl, true).map_err(write_error)?;
+    for path in &args.certs {
+        print_line(format_args!("revoked:      {}", path.display()))?;
+    }
+    print_line(format_args!("revocation list: {}", crl_path.display()))
 }
 
 /// Writes `NAME.pem` and `NAME.key.pem` into `dir` and says what was written.

@@ -63,7 +63,7 @@ pub(crate) async fn run(mut args: ConformanceArgs) -> Result<(), CliError> {
     let mut checks: Vec<Check> = Vec::new();
     let mut checked = Vec::new();
     if args.embedded {
-        let tls = server_tls(None, None)?;
+        let tls = server_tls(None, None, &[])?;
         let reference =
             ReferenceServer::new(ReferenceConfig::default().tenants(TenantSource::ClaimedInHello));
         let loopback = "127.0.0.1:0".parse().expect("a literal address");

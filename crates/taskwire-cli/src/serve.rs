@@ -7,10 +7,10 @@ use std::sync::Arc;
 use taskwire_quic::{QuicServer, ServerConfig};
 use taskwire_reference::{ReferenceConfig, ReferenceServer, TenantSource};
 use taskwire_tcp::{TcpServer, TcpServerConfig};
-use taskwire_tls::ReloadableCertResolver;
+use taskwire_tls::{ClientVerifier, ReloadableCertResolver};
 
 use crate::error::{CliError, print_line};
-use crate::tls_setup::server_tls;
+use crate::tls_setup::{load_client_trust, server_tls};
 
 /// Serve the in-memory reference server (every conversation) until Ctrl-C.
 #[derive(clap::Args, Debug)]
@@ -42,11 +42,38 @@ pub(crate) struct ServeArgs {
     /// taken from the Hello, which proves nothing (development only).
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// A revocation list (PEM, from `taskwire cert revoke`) of the --ca. Repeatable. The
+    /// CA bundle and the lists are read again on SIGHUP, with the server certificate.
+    #[arg(long, value_name = "FILE", requires = "ca")]
+    crl: Vec<PathBuf>,
+    /// Serve without --ca on an address other than loopback. Without client certificates
+    /// any client may claim any tenant in its Hello, so this is refused unless asked for.
+    #[arg(long)]
+    insecure_claimed_tenants: bool,
+}
+
+/// Refuses an address off loopback when tenants would come from the Hello.
+fn check_claimed_tenants(args: &ServeArgs) -> Result<(), CliError> {
+    if args.ca.is_some() || args.insecure_claimed_tenants {
+        return Ok(());
+    }
+    let addresses =
+        std::iter::once(("--quic", args.quic)).chain(args.tcp.map(|tcp| ("--tcp", tcp)));
+    for (flag, addr) in addresses {
+        if !addr.ip().is_loopback() {
+            return Err(CliError::msg(format!(
+                "{flag} {addr} is not a loopback address, and without --ca any client can claim \
+                 any tenant; give --ca (mutual TLS) or, knowingly, --insecure-claimed-tenants"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
+    check_claimed_tenants(&args)?;
     let cert = args.cert.clone().zip(args.key.clone());
-    let tls = server_tls(cert.as_ref(), args.ca.as_ref())?;
+    let tls = server_tls(cert.as_ref(), args.ca.as_ref(), &args.crl)?;
     let tenants = if tls.mutual {
         TenantSource::Certificate
     } else {
@@ -82,6 +109,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         print_line(format_args!(
             "mutual TLS: off (no --ca); tenants are taken from the Hello, which proves nothing"
         ))?;
+        tracing::warn!(
+            "mutual TLS is off (no --ca): clients are not asked for certificates and any \
+             client can claim any tenant in its Hello; for development only"
+        );
     }
     let tcp_addr = tcp.as_ref().map(|t| t.local_addr().to_string());
     print_line(format_args!(
@@ -91,9 +122,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     ))?;
     tracing::info!(quic = %quic.local_addr(), tcp = ?tcp_addr, mutual_tls = tls.mutual, "serving");
 
-    if let (Some(resolver), Some((cert, key))) = (tls.reload.clone(), cert) {
-        reload_on_hangup(resolver, cert, key);
-    }
+    reload_on_hangup(Reloads {
+        server: tls.reload.clone().zip(cert),
+        clients: tls
+            .client_verifier
+            .clone()
+            .zip(args.ca.clone())
+            .map(|(verifier, ca)| (verifier, ca, args.crl.clone())),
+    });
     tokio::signal::ctrl_c()
         .await
         .map_err(|e| CliError::msg(format!("waiting for Ctrl-C: {e}")))?;
@@ -111,18 +147,17 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Reloads the server certificate from its files on each SIGHUP. A pair that does not
-/// load (missing file, key not matching) is logged and the current one keeps serving.
-#[cfg(unix)]
-fn reload_on_hangup(resolver: Arc<ReloadableCertResolver>, cert: PathBuf, key: PathBuf) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; certificates will not be reloaded");
-        return;
-    };
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            match resolver.reload_from_files(&cert, &key) {
+/// What SIGHUP reloads: the server certificate and key, and the client CA bundle with its
+/// revocation lists.
+struct Reloads {
+    server: Option<(Arc<ReloadableCertResolver>, (PathBuf, PathBuf))>,
+    clients: Option<(Arc<ClientVerifier>, PathBuf, Vec<PathBuf>)>,
+}
+
+impl Reloads {
+    fn reload(&self) {
+        if let Some((resolver, (cert, key))) = &self.server {
+            match resolver.reload_from_files(cert, key) {
                 Ok(()) => tracing::info!(
                     pin = %hex::encode(resolver.spki_sha256()),
                     "reloaded the server certificate"
@@ -130,8 +165,41 @@ fn reload_on_hangup(resolver: Arc<ReloadableCertResolver>, cert: PathBuf, key: P
                 Err(error) => tracing::warn!(%error, "kept the current server certificate"),
             }
         }
+        if let Some((verifier, ca, crls)) = &self.clients {
+            let reloaded = load_client_trust(ca, crls)
+                .and_then(|(bundle, lists)| Ok(verifier.reload(bundle, lists)?));
+            match reloaded {
+                Ok(()) => tracing::info!(
+                    generation = verifier.generation(),
+                    revocation_lists = verifier.revocation_list_count(),
+                    "reloaded the client CA bundle and revocation lists"
+                ),
+                Err(error) => {
+                    tracing::warn!(error = %error.line(), "kept the current client CA bundle and revocation lists");
+                }
+            }
+        }
+    }
+}
+
+/// Reloads on each SIGHUP. What does not load (a missing file, a key not matching, a list
+/// that does not parse) is logged and what is in force keeps serving.
+#[cfg(unix)]
+fn reload_on_hangup(reloads: Reloads) {
+    use tokio::signal::unix::{SignalKind, signal};
+    if reloads.server.is_none() && reloads.clients.is_none() {
+        return;
+    }
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; certificates will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            reloads.reload();
+        }
     });
 }
 
 #[cfg(not(unix))]
-fn reload_on_hangup(_: Arc<ReloadableCertResolver>, _: PathBuf, _: PathBuf) {}
+fn reload_on_hangup(_: Reloads) {}

@@ -2,16 +2,17 @@
 //! for development.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use taskwire_proto::registry::AnyMessage;
 use taskwire_quic::{ClientConfig, Connection, QuicClient, ResponseStream};
 use taskwire_rpc::{CallError, CallOptions};
 use taskwire_tcp::{TcpClient, TcpClientConfig, TcpConnection, TcpResponseStream};
+use taskwire_tls::pki_types::CertificateRevocationListDer;
 use taskwire_tls::{
-    CaBundle, CaParams, CertificateAuthority, ClientAuth, ClientConfigBuilder, Credentials,
-    ReloadableCertResolver, ServerCertParams, ServerConfigBuilder,
+    CaBundle, CaParams, CertificateAuthority, ClientAuth, ClientConfigBuilder, ClientVerifier,
+    Credentials, ReloadableCertResolver, ServerCertParams, ServerConfigBuilder,
 };
 
 use crate::error::CliError;
@@ -264,12 +265,32 @@ pub(crate) struct ServerTls {
     pub(crate) pin: [u8; 32],
     /// With certificates from files: the resolver that reloads them.
     pub(crate) reload: Option<Arc<ReloadableCertResolver>>,
+    /// With --ca: the verifier that reloads the CA bundle and revocation lists.
+    pub(crate) client_verifier: Option<Arc<ClientVerifier>>,
+}
+
+/// The client CA bundle and revocation lists, read again on each reload.
+pub(crate) fn load_client_trust(
+    ca: &Path,
+    crls: &[PathBuf],
+) -> Result<(CaBundle, Vec<CertificateRevocationListDer<'static>>), CliError> {
+    let bundle = CaBundle::from_pem_file(ca)
+        .map_err(|e| CliError::msg(format!("--ca {}: {e}", ca.display())))?;
+    let mut lists = Vec::new();
+    for crl in crls {
+        lists.extend(
+            taskwire_tls::pem::load_revocation_lists(crl)
+                .map_err(|e| CliError::msg(format!("--crl {}: {e}", crl.display())))?,
+        );
+    }
+    Ok((bundle, lists))
 }
 
 /// Certificates for `serve`: from files, or generated in memory when `cert` is absent.
 pub(crate) fn server_tls(
     cert: Option<&(PathBuf, PathBuf)>,
     client_ca: Option<&PathBuf>,
+    crls: &[PathBuf],
 ) -> Result<ServerTls, CliError> {
     let mut notes = Vec::new();
     let credentials = match cert {
@@ -297,11 +318,23 @@ pub(crate) fn server_tls(
         }
     };
     let pin = credentials.spki_sha256();
-    let client_auth = match client_ca {
-        Some(ca) => ClientAuth::Required(
-            CaBundle::from_pem_file(ca)
-                .map_err(|e| CliError::msg(format!("--ca {}: {e}", ca.display())))?,
-        ),
+    let client_verifier = match client_ca {
+        Some(ca) => {
+            let (bundle, lists) = load_client_trust(ca, crls)?;
+            Some(
+                ClientVerifier::new(
+                    bundle,
+                    lists,
+                    true,
+                    taskwire_tls::provider::default_provider(),
+                )
+                .map_err(|e| CliError::msg(format!("--ca/--crl: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    let client_auth = match &client_verifier {
+        Some(verifier) => ClientAuth::Verifier(Arc::clone(verifier)),
         None => ClientAuth::Disabled,
     };
     let mutual = client_ca.is_some();
@@ -329,5 +362,6 @@ pub(crate) fn server_tls(
         notes,
         pin,
         reload,
+        client_verifier,
     })
 }

@@ -1053,3 +1053,176 @@ fn completions_are_printed_for_each_shell() {
     let unknown = taskwire(&["completions", "cmd.exe"]);
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[test]
+fn a_revoked_client_is_refused_over_quic_and_tcp_and_sighup_reloads_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = path(dir.path());
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    for args in [
+        &["cert", "ca", "--out", certs][..],
+        &[
+            "cert",
+            "server",
+            "--ca",
+            certs,
+            "--out",
+            certs,
+            "--dns",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+        ],
+        &[
+            "cert",
+            "client",
+            "--ca",
+            certs,
+            "--out",
+            &file("lost"),
+            "--tenant",
+            "acme",
+            "--id",
+            "lost",
+        ],
+        &[
+            "cert",
+            "client",
+            "--ca",
+            certs,
+            "--out",
+            &file("kept"),
+            "--tenant",
+            "acme",
+            "--id",
+            "kept",
+        ],
+    ] {
+        assert_success(&taskwire(args));
+    }
+    let revoke = taskwire(&["cert", "revoke", "--ca", certs, &file("lost/client.pem")]);
+    assert_success(&revoke);
+    assert!(stdout(&revoke).contains("crl.pem"), "{}", stdout(&revoke));
+    let server = serve(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--cert",
+        &file("server.pem"),
+        "--key",
+        &file("server.key.pem"),
+        "--ca",
+        &file("ca.pem"),
+        "--crl",
+        &file("crl.pem"),
+    ]);
+    let call = |who: &str, addr: &str| {
+        taskwire(&[
+            "call",
+            "taskwire.management.v1.HealthRequest",
+            "--addr",
+            addr,
+            "--ca",
+            &file("ca.pem"),
+            "--cert",
+            &file(&format!("{who}/client.pem")),
+            "--key",
+            &file(&format!("{who}/client.key.pem")),
+        ])
+    };
+    for addr in [server.quic.as_str(), server.tcp.as_str()] {
+        assert_one_line_failure(&call("lost", addr));
+        assert_success(&call("kept", addr));
+    }
+    // Revoke the other one too, and tell the server: it is refused from then on.
+    assert_success(&taskwire(&[
+        "cert",
+        "revoke",
+        "--ca",
+        certs,
+        &file("kept/client.pem"),
+    ]));
+    let hangup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for addr in [server.quic.as_str(), server.tcp.as_str()] {
+        loop {
+            let output = call("kept", addr);
+            if !output.status.success() {
+                assert_one_line_failure(&output);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{addr}: the revoked certificate still works 10 s after SIGHUP"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_one_line_failure(&call("lost", addr));
+    }
+    // A certificate of another CA cannot be added to this CA's list.
+    let other = tempfile::tempdir().unwrap();
+    assert_success(&taskwire(&["cert", "ca", "--out", path(other.path())]));
+    assert_success(&taskwire(&[
+        "cert",
+        "client",
+        "--ca",
+        path(other.path()),
+        "--out",
+        path(other.path()),
+        "--tenant",
+        "acme",
+        "--id",
+        "x",
+    ]));
+    let foreign = taskwire(&[
+        "cert",
+        "revoke",
+        "--ca",
+        certs,
+        other.path().join("client.pem").to_str().unwrap(),
+    ]);
+    assert_one_line_failure(&foreign);
+    assert!(
+        stderr(&foreign).contains("not signed by this CA"),
+        "{}",
+        stderr(&foreign)
+    );
+}
+
+#[test]
+fn serve_without_a_ca_refuses_a_non_loopback_address_unless_told_and_warns() {
+    let refused = taskwire(&["serve", "--quic", "0.0.0.0:0"]);
+    assert_one_line_failure(&refused);
+    assert!(
+        stderr(&refused).contains("--insecure-claimed-tenants"),
+        "{}",
+        stderr(&refused)
+    );
+    let refused = taskwire(&["serve", "--tcp", "0.0.0.0:0"]);
+    assert!(
+        stderr(&refused).contains("--tcp 0.0.0.0:0"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // Told so, it serves, and says at WARN level that tenants are only claimed.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskwire"))
+        .args(["serve", "--quic", "0.0.0.0:0", "--insecure-claimed-tenants"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_lines =
+        std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let warned = stderr_lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("WARN") && line.contains("any client can claim any tenant"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned.is_some(), "no WARN line about claimed tenants");
+}

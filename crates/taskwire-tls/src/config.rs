@@ -1,10 +1,11 @@
 //! Builders for rustls server and client configs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::ResolvesServerCert;
 use rustls::sign::SingleCertAndKey;
 use rustls::version::{TLS12, TLS13};
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
@@ -14,6 +15,10 @@ use crate::danger::NoServerVerification;
 use crate::error::TlsError;
 use crate::pin::SpkiPinVerifier;
 use crate::provider::{default_provider, for_config};
+use crate::resumption::{
+    DEFAULT_RESUMPTION_LIFETIME, DEFAULT_RESUMPTION_SESSIONS, VerifyingSessionStore,
+};
+use crate::verifier::ClientVerifier;
 
 static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&TLS13];
 static TLS13_AND_TLS12: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
@@ -41,6 +46,34 @@ pub enum ClientAuth {
     /// validity period, and clientAuth extended key usage); a client without one gets a
     /// `certificate_required` alert.
     Required(CaBundle),
+    /// A [`ClientVerifier`] the caller keeps, to [`reload`](ClientVerifier::reload) its CA
+    /// bundle and revocation lists while the server runs.
+    Verifier(Arc<ClientVerifier>),
+}
+
+impl ClientAuth {
+    /// The verifier for this choice, if clients are asked for certificates.
+    fn verifier(
+        &self,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Option<Arc<ClientVerifier>>, TlsError> {
+        Ok(match self {
+            ClientAuth::Disabled => None,
+            ClientAuth::Optional(bundle) => Some(ClientVerifier::new(
+                bundle.clone(),
+                Vec::new(),
+                false,
+                Arc::clone(provider),
+            )?),
+            ClientAuth::Required(bundle) => Some(ClientVerifier::new(
+                bundle.clone(),
+                Vec::new(),
+                true,
+                Arc::clone(provider),
+            )?),
+            ClientAuth::Verifier(verifier) => Some(Arc::clone(verifier)),
+        })
+    }
 }
 
 enum ServerCertificate {
@@ -53,6 +86,11 @@ enum ServerCertificate {
 /// Defaults: no client authentication ([`ClientAuth::Disabled`]), no ALPN protocols, TLS
 /// 1.3 and 1.2, the [`default_provider`](crate::provider::default_provider). Whatever the
 /// provider, its AES-GCM cipher suites are moved to the front of its suite order.
+///
+/// With client authentication, certificates are checked by a [`ClientVerifier`] and
+/// sessions are resumed through a [`VerifyingSessionStore`], which verifies the client's
+/// chain again at each resumption: a certificate that expired or was revoked after its full
+/// handshake does not resume.
 ///
 /// ```
 /// use taskwire_tls::{CaParams, CertificateAuthority, ClientAuth, ServerCertParams, ServerConfigBuilder};
@@ -75,6 +113,7 @@ pub struct ServerConfigBuilder {
     alpn_protocols: Vec<Vec<u8>>,
     tls13_only: bool,
     crypto_provider: Arc<CryptoProvider>,
+    resumption_lifetime: Duration,
 }
 
 impl ServerConfigBuilder {
@@ -97,7 +136,19 @@ impl ServerConfigBuilder {
             alpn_protocols: Vec::new(),
             tls13_only: false,
             crypto_provider: default_provider(),
+            resumption_lifetime: DEFAULT_RESUMPTION_LIFETIME,
         }
+    }
+
+    /// How long after its full handshake a session of an authenticated client can be
+    /// resumed; the chain is verified again at each resumption whatever this says. Default:
+    /// [`DEFAULT_RESUMPTION_LIFETIME`] (one hour). `Duration::ZERO` turns resumption off
+    /// for such servers. Memory: up to [`DEFAULT_RESUMPTION_SESSIONS`] sessions of 1–2 KiB.
+    /// Without client authentication rustls's own cache is used.
+    #[must_use]
+    pub fn resumption_lifetime(mut self, resumption_lifetime: Duration) -> Self {
+        self.resumption_lifetime = resumption_lifetime;
+        self
     }
 
     /// Whether clients must, may or need not present a certificate. Default:
@@ -146,23 +197,10 @@ impl ServerConfigBuilder {
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(protocol_versions(self.tls13_only))
             .map_err(TlsError::Config)?;
-        let builder = match &self.client_auth {
-            ClientAuth::Disabled => builder.with_no_client_auth(),
-            ClientAuth::Optional(bundle) => builder.with_client_cert_verifier(
-                WebPkiClientVerifier::builder_with_provider(
-                    bundle.root_store(),
-                    Arc::clone(&provider),
-                )
-                .allow_unauthenticated()
-                .build()?,
-            ),
-            ClientAuth::Required(bundle) => builder.with_client_cert_verifier(
-                WebPkiClientVerifier::builder_with_provider(
-                    bundle.root_store(),
-                    Arc::clone(&provider),
-                )
-                .build()?,
-            ),
+        let verifier = self.client_auth.verifier(&provider)?;
+        let builder = match &verifier {
+            None => builder.with_no_client_auth(),
+            Some(verifier) => builder.with_client_cert_verifier(Arc::clone(verifier) as _),
         };
         let resolver: Arc<dyn ResolvesServerCert> = match &self.certificate {
             ServerCertificate::Single(credentials) => Arc::new(SingleCertAndKey::from(
@@ -172,6 +210,18 @@ impl ServerConfigBuilder {
         };
         let mut config = builder.with_cert_resolver(resolver);
         config.alpn_protocols = self.alpn_protocols.clone();
+        if let Some(verifier) = verifier {
+            if self.resumption_lifetime.is_zero() {
+                config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+                config.send_tls13_tickets = 0;
+            } else {
+                config.session_storage = Arc::new(VerifyingSessionStore::new(
+                    verifier,
+                    self.resumption_lifetime,
+                    DEFAULT_RESUMPTION_SESSIONS,
+                ));
+            }
+        }
         Ok(config)
     }
 }
@@ -187,6 +237,7 @@ impl std::fmt::Debug for ServerConfigBuilder {
             .field("client_auth", &self.client_auth)
             .field("alpn_protocols", &self.alpn_protocols)
             .field("tls13_only", &self.tls13_only)
+            .field("resumption_lifetime", &self.resumption_lifetime)
             .finish_non_exhaustive()
     }
 }

@@ -121,6 +121,9 @@ pub enum LoadErrorKind {
     /// The input holds no `CERTIFICATE` section.
     #[error("no CERTIFICATE found")]
     NoCertificates,
+    /// The input holds no `X509 CRL` section.
+    #[error("no X509 CRL found")]
+    NoRevocationLists,
     /// The input holds no `PRIVATE KEY`, `EC PRIVATE KEY` or `RSA PRIVATE KEY` section.
     #[error("no private key found")]
     NoPrivateKey,
@@ -218,4 +221,23 @@ pub enum IssueErrorKind {
     /// rcgen failed to generate the key or the certificate.
     #[error("{0}")]
     Rcgen(#[source] rcgen::Error),
+    /// A certificate or revocation list given to
+    /// [`CertificateAuthority::revoke`](crate::CertificateAuthority::revoke) was issued by
+    /// another CA.
+    #[error("{what} was not signed by this CA ({ca:?}); its issuer is named {issuer:?}")]
+    NotIssuedHere {
+        /// What it was: `"certificate #N"` or `"the previous revocation list"`.
+        what: String,
+        /// Its issuer.
+        issuer: String,
+        /// This CA's subject.
+        ca: String,
+    },
+    /// The previous revocation list given to
+    /// [`CertificateAuthority::revoke`](crate::CertificateAuthority::revoke) does not parse.
+    #[error("the previous revocation list is not a valid X.509 CRL: {reason}")]
+    InvalidRevocationList {
+        /// What the parser reported.
+        reason: String,
+    },
 }

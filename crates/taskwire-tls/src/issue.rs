@@ -6,10 +6,13 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer,
+};
 use time::OffsetDateTime;
 
 use crate::credentials::{CaBundle, Credentials};
@@ -585,6 +588,108 @@ impl CertificateAuthority {
         })
     }
 
+    /// A revocation list signed by this CA: every certificate `previous` revoked, plus
+    /// `certificates`, numbered one above `previous` and current for
+    /// [`DEFAULT_CRL_VALIDITY`]. Certificates already revoked keep their revocation time.
+    /// Servers load it with [`pem::load_revocation_lists`](crate::pem::load_revocation_lists)
+    /// and [`ClientVerifier::reload`](crate::ClientVerifier::reload).
+    ///
+    /// ```
+    /// use taskwire_tls::{CaParams, CertificateAuthority, ClientCertParams};
+    ///
+    /// let ca = CertificateAuthority::generate(&CaParams::new("tenants CA"))?;
+    /// let lost = ca.issue_client(&ClientCertParams::new("acme", "laptop-3"))?;
+    /// let crl = ca.revoke(None, &[lost.certificate().clone()])?;
+    /// let other = CertificateAuthority::generate(&CaParams::new("other CA"))?;
+    /// let refused = other.revoke(Some(&crl), &[]).unwrap_err();
+    /// assert!(refused.to_string().contains("not signed by this CA"));
+    /// # Ok::<(), taskwire_tls::TlsError>(())
+    /// ```
+    pub fn revoke(
+        &self,
+        previous: Option<&CertificateRevocationListDer<'_>>,
+        certificates: &[CertificateDer<'_>],
+    ) -> Result<CertificateRevocationListDer<'static>, TlsError> {
+        let ca = parse_certificate_from(&self.cert, &Origin::Memory("CA certificate"), 0)?;
+        let ca_subject = ca.subject().as_raw();
+        let not_ours = |what: String, issuer: String| IssueErrorKind::NotIssuedHere {
+            what,
+            issuer,
+            ca: self.subject.clone(),
+        };
+        let now = OffsetDateTime::now_utc();
+        let mut revoked: Vec<RevokedCertParams> = Vec::new();
+        let mut number: u64 = 1;
+        if let Some(previous) = previous {
+            let (_, crl) = x509_parser::parse_x509_crl(previous).map_err(|e| {
+                IssueErrorKind::InvalidRevocationList {
+                    reason: e.to_string(),
+                }
+            })?;
+            // By signature, not only by name: two CAs may share a name.
+            if crl.issuer().as_raw() != ca_subject || crl.verify_signature(ca.public_key()).is_err()
+            {
+                return Err(not_ours(
+                    "the previous revocation list".into(),
+                    crl.issuer().to_string(),
+                )
+                .into());
+            }
+            for entry in crl.iter_revoked_certificates() {
+                revoked.push(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(entry.raw_serial()),
+                    revocation_time: entry.revocation_date.to_datetime(),
+                    reason_code: None,
+                    invalidity_date: None,
+                });
+            }
+            let previous_number = crl.crl_number().map_or(0, |n| {
+                n.to_bytes_be().iter().fold(0u64, |acc, b| {
+                    acc.saturating_mul(256).saturating_add(u64::from(*b))
+                })
+            });
+            number = previous_number.saturating_add(1);
+        }
+        for (index, der) in certificates.iter().enumerate() {
+            let cert =
+                parse_certificate_from(der, &Origin::Memory("certificate to revoke"), index)?;
+            if cert.issuer().as_raw() != ca_subject
+                || cert.verify_signature(Some(ca.public_key())).is_err()
+            {
+                return Err(
+                    not_ours(format!("certificate #{index}"), cert.issuer().to_string()).into(),
+                );
+            }
+            let serial = SerialNumber::from_slice(cert.raw_serial());
+            if !revoked.iter().any(|r| r.serial_number == serial) {
+                revoked.push(RevokedCertParams {
+                    serial_number: serial,
+                    revocation_time: now,
+                    reason_code: None,
+                    invalidity_date: None,
+                });
+            }
+        }
+        let next_update = now
+            + time::Duration::try_from(DEFAULT_CRL_VALIDITY).map_err(|_| {
+                IssueErrorKind::InvalidValidity {
+                    reason: "the revocation list's validity does not fit",
+                }
+            })?;
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update,
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params
+            .signed_by(&self.issuer)
+            .map_err(IssueErrorKind::Rcgen)?;
+        Ok(crl.der().clone())
+    }
+
     /// The CA certificate (DER).
     pub fn certificate(&self) -> &CertificateDer<'static> {
         &self.cert
@@ -744,6 +849,11 @@ fn pkcs8_for_export(key: &KeyPair) -> PrivatePkcs8KeyDer<'static> {
 }
 
 /// A random positive 16-byte serial number.
+/// How long a revocation list made by [`CertificateAuthority::revoke`] is current before
+/// its next update is due: 30 days. A verifier still uses it after that date (revocation
+/// lists are not refused for being old), so a new one need only be made when revoking.
+pub const DEFAULT_CRL_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+
 fn random_serial() -> Result<SerialNumber, IssueErrorKind> {
     let mut bytes = [0u8; 16];
     default_provider()

@@ -89,7 +89,9 @@ pub mod pem;
 mod pin;
 pub mod provider;
 mod reload;
+mod resumption;
 mod util;
+mod verifier;
 
 pub use config::{
     ClientAuth, ClientConfigBuilder, DangerousClientConfigBuilder, ServerConfigBuilder,
@@ -103,12 +105,17 @@ pub use identity::{
 pub use inspect::{CertificateInfo, inspect, inspect_all, inspect_file};
 pub use issue::{
     CLOCK_SKEW_ALLOWANCE, CaParams, CertificateAuthority, ClientCertParams, DEFAULT_CA_VALIDITY,
-    DEFAULT_LEAF_VALIDITY, IssuedCert, KeyAlgorithm, ServerCertParams, Validity,
+    DEFAULT_CRL_VALIDITY, DEFAULT_LEAF_VALIDITY, IssuedCert, KeyAlgorithm, ServerCertParams,
+    Validity,
 };
 pub use pin::{
     PinMismatch, SpkiPinVerifier, fingerprint_from_hex, fingerprint_to_hex, spki_sha256,
 };
 pub use reload::ReloadableCertResolver;
+pub use resumption::{
+    DEFAULT_RESUMPTION_LIFETIME, DEFAULT_RESUMPTION_SESSIONS, VerifyingSessionStore,
+};
+pub use verifier::{ChainRuleViolation, ClientVerifier};
 
 /// The rustls version this crate's configs are for.
 pub use rustls;

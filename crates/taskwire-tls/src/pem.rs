@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustls_pki_types::pem::{PemObject, SectionKind};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::error::{LoadErrorKind, Origin, TlsError, WriteErrorKind};
 use crate::util::parse_certificate_from;
@@ -48,6 +48,48 @@ pub fn load_private_key(path: impl AsRef<Path>) -> Result<PrivateKeyDer<'static>
 /// [`load_private_key`] for PEM text in memory.
 pub fn parse_private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
     private_key_from_pem(pem, &Origin::Memory("private key PEM"))
+}
+
+/// Reads every `X509 CRL` of the PEM file at `path`. Errors name the file: unreadable,
+/// malformed PEM, or no revocation list at all. Whether each list parses and is signed by a
+/// CA of the bundle is checked when a [`ClientVerifier`](crate::ClientVerifier) is built
+/// or reloaded with it.
+pub fn load_revocation_lists(
+    path: impl AsRef<Path>,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let (origin, pem) = read_file(path.as_ref())?;
+    revocation_lists_from_pem(&pem, &origin)
+}
+
+/// [`load_revocation_lists`] for PEM text in memory.
+pub fn parse_revocation_lists(
+    pem: &[u8],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    revocation_lists_from_pem(pem, &Origin::Memory("revocation list PEM"))
+}
+
+fn revocation_lists_from_pem(
+    pem: &[u8],
+    origin: &Origin,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::load(origin, LoadErrorKind::Pem(e)))?;
+    if crls.is_empty() {
+        return Err(TlsError::load(origin, LoadErrorKind::NoRevocationLists));
+    }
+    Ok(crls)
+}
+
+/// Writes a revocation list as PEM (`X509 CRL`) to `path` with mode `0644`, replacing
+/// the file atomically when `overwrite` is set.
+pub fn write_revocation_list(
+    path: impl AsRef<Path>,
+    crl: &CertificateRevocationListDer<'_>,
+    overwrite: bool,
+) -> Result<(), TlsError> {
+    let pem = crate::util::pem_encode("X509 CRL", crl);
+    write_file(path.as_ref(), pem.as_bytes(), CERTIFICATE_MODE, overwrite)
 }
 
 /// Writes a certificate (or chain) PEM to `path` with mode `0644`.
