@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustls::client::ResolvesClientCert;
 
 use taskwire_proto::registry::AnyMessage;
 use taskwire_quic::{ClientConfig, Connection, QuicClient, ResponseStream};
@@ -102,32 +105,55 @@ pub(crate) struct ClientArgs {
 }
 
 impl ClientArgs {
-    /// Connects and negotiates, over the transport `--addr` names.
+    /// Connects and negotiates, over the transport `--addr` names. With --cert, a server
+    /// that never asks for the certificate is refused: it does not authenticate clients, so
+    /// the identity the user meant to prove would silently not count.
     pub(crate) async fn connect(&self) -> Result<Client, CliError> {
         let addr = self.addr.resolve().await?;
         let failed = |e: CallError| CliError::msg(format!("connecting to {}: {e}", self.addr));
-        match &self.addr {
+        let (tls, asked) = self.tls_noticing_requests()?;
+        let client = match &self.addr {
             ServerAddr::Quic(_) => {
-                let client = self.quic_client(addr)?;
+                let client = self.quic_client(addr, tls)?;
                 let connection = client.connect().await.map_err(failed)?;
-                Ok(Client::Quic {
+                Client::Quic {
                     client: Arc::new(client),
                     connection,
-                })
+                }
             }
             ServerAddr::Tcp(_) => {
-                let mut config = TcpClientConfig::new(addr, self.server_name.clone(), self.tls()?);
+                let mut config = TcpClientConfig::new(addr, self.server_name.clone(), tls);
                 config.session.name = "taskwire-cli".into();
                 config.session.tenant = self.tenant.clone();
                 let connection = TcpClient::new(config).connect().await.map_err(failed)?;
-                Ok(Client::Tcp(connection))
+                Client::Tcp(connection)
             }
+        };
+        if let Some(asked) = asked
+            && !asked.load(Ordering::Relaxed)
+        {
+            client.close().await;
+            return Err(CliError::msg(format!(
+                "--cert was given, but {} did not ask for a client certificate: it does not \
+                 authenticate clients (a `taskwire serve` without --ca believes the tenant \
+                 claimed in the Hello); leave out --cert to talk to it anyway",
+                self.addr
+            )));
         }
+        Ok(client)
     }
 
     /// The client's TLS configuration: a CA, a pin or the system's roots, and a client
     /// certificate if given.
     pub(crate) fn tls(&self) -> Result<Arc<rustls::ClientConfig>, CliError> {
+        Ok(self.tls_noticing_requests()?.0)
+    }
+
+    /// [`tls`](Self::tls), and with --cert a flag set once a server asks for the
+    /// certificate.
+    fn tls_noticing_requests(
+        &self,
+    ) -> Result<(Arc<rustls::ClientConfig>, Option<Arc<AtomicBool>>), CliError> {
         let mut builder = match (&self.ca, &self.pin) {
             (Some(ca), _) => ClientConfigBuilder::new(
                 CaBundle::from_pem_file(ca)
@@ -145,19 +171,55 @@ impl ClientArgs {
                 .map_err(|e| CliError::msg(format!("--cert {}: {e}", cert.display())))?;
             builder = builder.client_credentials(credentials);
         }
-        let tls = builder
+        let mut tls = builder
             .alpn_protocols([taskwire_quic::ALPN])
             .tls13_only(true)
             .build()
             .map_err(|e| CliError::msg(format!("client TLS: {e}")))?;
-        Ok(Arc::new(tls))
+        let asked = if self.cert.is_some() {
+            let asked = Arc::new(AtomicBool::new(false));
+            tls.client_auth_cert_resolver = Arc::new(NoticesRequests {
+                inner: Arc::clone(&tls.client_auth_cert_resolver),
+                asked: Arc::clone(&asked),
+            });
+            Some(asked)
+        } else {
+            None
+        };
+        Ok((Arc::new(tls), asked))
     }
 
-    fn quic_client(&self, addr: SocketAddr) -> Result<QuicClient, CliError> {
-        let mut config = ClientConfig::new(addr, self.server_name.clone(), self.tls()?);
+    fn quic_client(
+        &self,
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<QuicClient, CliError> {
+        let mut config = ClientConfig::new(addr, self.server_name.clone(), tls);
         config.session.name = "taskwire-cli".into();
         config.session.tenant = self.tenant.clone();
         QuicClient::new(config).map_err(|e| CliError::msg(format!("QUIC client: {e}")))
+    }
+}
+
+/// A client certificate resolver that records whether a server asked for the certificate.
+#[derive(Debug)]
+struct NoticesRequests {
+    inner: Arc<dyn ResolvesClientCert>,
+    asked: Arc<AtomicBool>,
+}
+
+impl ResolvesClientCert for NoticesRequests {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, Ordering::Relaxed);
+        self.inner.resolve(root_hint_subjects, sigschemes)
+    }
+
+    fn has_certs(&self) -> bool {
+        self.inner.has_certs()
     }
 }
 

@@ -1226,3 +1226,45 @@ fn serve_without_a_ca_refuses_a_non_loopback_address_unless_told_and_warns() {
     let _ = child.wait();
     assert!(warned.is_some(), "no WARN line about claimed tenants");
 }
+
+#[test]
+fn a_client_certificate_is_not_silently_ignored_by_a_server_without_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = path(dir.path());
+    assert_success(&taskwire(&["cert", "ca", "--out", certs]));
+    assert_success(&taskwire(&[
+        "cert", "client", "--ca", certs, "--out", certs, "--tenant", "acme", "--id", "w1",
+    ]));
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let server = serve(&["--tcp", "127.0.0.1:0"]);
+    for addr in [server.quic.as_str(), server.tcp.as_str()] {
+        let output = taskwire(&[
+            "call",
+            "taskwire.management.v1.HealthRequest",
+            "--addr",
+            addr,
+            "--pin",
+            &server.pin,
+            "--cert",
+            &file("client.pem"),
+            "--key",
+            &file("client.key.pem"),
+        ]);
+        let line = assert_one_line_failure(&output);
+        assert!(
+            line.contains("did not ask for a client certificate"),
+            "{addr}: {line}"
+        );
+        // Without --cert the same call goes through: the refusal is about the certificate.
+        assert_success(&taskwire(&[
+            "call",
+            "taskwire.management.v1.HealthRequest",
+            "--addr",
+            addr,
+            "--pin",
+            &server.pin,
+            "--tenant",
+            "acme",
+        ]));
+    }
+}
