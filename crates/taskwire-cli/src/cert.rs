@@ -154,10 +154,11 @@ struct ClientArgs {
     /// The directory to write client.pem and client.key.pem into; created if missing.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// The tenant of the identity: 1 to 128 of `A-Z a-z 0-9 . _ ~ -`.
+    /// The tenant of the identity: 1 to 128 of `a-z 0-9 . _ ~ -`, not beginning or ending
+    /// with `.` nor containing `..` (docs/protocol.md, "Identity names").
     #[arg(long, value_name = "TENANT")]
     tenant: String,
-    /// The worker or instance id of the identity: 1 to 128 of `A-Z a-z 0-9 . _ ~ -`.
+    /// The worker or instance id of the identity: as the tenant, uppercase allowed.
     #[arg(long, value_name = "ID")]
     id: String,
     /// The subject common name [default: TENANT/ID].

@@ -200,7 +200,7 @@ pub enum IssueErrorKind {
     },
     /// A tenant or instance id cannot be put in a `taskwire://TENANT/ID` URI.
     #[error(
-        "{field} {value:?} is not valid: expected 1 to {max} characters of A-Z a-z 0-9 . _ ~ -",
+        "{field} {value:?} is not valid: expected 1 to {max} characters of A-Z a-z 0-9 . _ ~ - (a tenant in lowercase), not beginning or ending with '.' nor containing '..'",
         max = crate::identity::MAX_IDENTITY_COMPONENT_LEN
     )]
     InvalidIdentity {

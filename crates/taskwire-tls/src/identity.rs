@@ -22,17 +22,34 @@ fn is_identity_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-')
 }
 
+/// The rule shared by tenants and ids: 1 to 128 of `A-Z a-z 0-9 . _ ~ -`, not beginning or
+/// ending with `.` and without `..`, so no component reads as a path segment (`.`, `..`)
+/// or as a spelling of another (`acme.`).
 fn is_identity_component(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_IDENTITY_COMPONENT_LEN
         && value.chars().all(is_identity_char)
+        && !value.starts_with('.')
+        && !value.ends_with('.')
+        && !value.contains("..")
+}
+
+/// A tenant follows the component rule in lowercase only: nothing is ever folded, so a
+/// certificate for `ACME` is refused rather than being a second tenant beside `acme`.
+fn is_tenant(value: &str) -> bool {
+    is_identity_component(value) && !value.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 pub(crate) fn validate_identity_component(
     field: &'static str,
     value: &str,
 ) -> Result<(), IssueErrorKind> {
-    if is_identity_component(value) {
+    let valid = if field == "tenant" {
+        is_tenant(value)
+    } else {
+        is_identity_component(value)
+    };
+    if valid {
         Ok(())
     } else {
         Err(IssueErrorKind::InvalidIdentity {
@@ -43,8 +60,10 @@ pub(crate) fn validate_identity_component(
 }
 
 /// The identity URI `taskwire://TENANT/ID` of a peer. `tenant` and `id` must each be 1 to
-/// [`MAX_IDENTITY_COMPONENT_LEN`] characters of `A-Z a-z 0-9 . _ ~ -`, so the URI needs no
-/// escaping and parses back unambiguously. Comparisons are exact (case-sensitive).
+/// [`MAX_IDENTITY_COMPONENT_LEN`] characters of `A-Z a-z 0-9 . _ ~ -`, neither beginning
+/// nor ending with `.` nor containing `..`, and the tenant in lowercase; so the URI needs
+/// no escaping, parses back unambiguously, and no two spellings name one identity.
+/// Nothing is normalised: a name off the rule is refused. Comparisons are exact.
 ///
 /// ```
 /// use taskwire_tls::{identity_uri, parse_identity_uri};
@@ -69,7 +88,7 @@ pub fn parse_identity_uri(uri: &str) -> Option<(&str, &str)> {
         return None;
     }
     let (tenant, id) = rest.split_once('/')?;
-    (is_identity_component(tenant) && is_identity_component(id)).then_some((tenant, id))
+    (is_tenant(tenant) && is_identity_component(id)).then_some((tenant, id))
 }
 
 /// Who a peer is, read from the end-entity certificate it presented in the handshake.
@@ -376,6 +395,25 @@ mod tests {
         assert!(identity_uri(&long, "w").is_err());
         assert!(identity_uri("", "w").is_err());
         assert!(identity_uri("acme", "wörker").is_err());
+        for (tenant, id) in [
+            ("..", "."),
+            ("acme.", "w"),
+            (".acme", "w"),
+            ("ACME", "w"),
+            ("ac..me", "w"),
+            ("acme", ".."),
+            ("acme", "w."),
+        ] {
+            assert!(identity_uri(tenant, id).is_err(), "{tenant}/{id}");
+            assert_eq!(
+                parse_identity_uri(&format!("taskwire://{tenant}/{id}")),
+                None
+            );
+        }
+        assert_eq!(
+            identity_uri("acme.eu", "Worker.7").unwrap(),
+            "taskwire://acme.eu/Worker.7"
+        );
     }
 
     #[test]
