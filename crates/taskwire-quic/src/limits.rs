@@ -28,6 +28,7 @@ pub struct Limits {
     pub(crate) connection_receive_window: u32,
     pub(crate) send_window: u64,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) retry_threshold: usize,
     pub(crate) hello_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) keep_alive_interval: Option<Duration>,
@@ -48,6 +49,7 @@ impl Default for Limits {
             connection_receive_window: 8 * 1024 * 1024,
             send_window: 8 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            retry_threshold: Self::default_retry_threshold(),
             hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Some(Duration::from_secs(10)),
@@ -58,6 +60,11 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The default of [`retry_threshold`](Self::retry_threshold): 16 handshakes.
+    pub const fn default_retry_threshold() -> usize {
+        16
+    }
+
     /// Connections a server holds at once; past it new ones are refused at the QUIC
     /// handshake (`CONNECTION_REFUSED`). Default 10,000.
     ///
@@ -137,6 +144,17 @@ impl Limits {
     /// How long a TLS handshake may take. Default 10 s.
     pub fn handshake_timeout(&mut self, value: Duration) -> &mut Self {
         self.handshake_timeout = value;
+        self
+    }
+
+    /// Handshakes in progress at a server past which a client whose address QUIC has not
+    /// validated is sent a Retry first. A Retry costs that client one round trip and costs
+    /// the server nothing: the connection slot is taken only once the client has echoed the
+    /// Retry token from its address, so Initial packets that are never continued, or sent
+    /// from spoofed addresses, cannot hold slots. Default 16; 0 sends a Retry to every
+    /// unvalidated client; `usize::MAX` never does.
+    pub fn retry_threshold(&mut self, value: usize) -> &mut Self {
+        self.retry_threshold = value;
         self
     }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,8 @@ pub struct ServerStats {
     pub connections_accepted: AtomicU64,
     /// Connections refused at the QUIC handshake for a connection limit.
     pub connections_refused: AtomicU64,
+    /// Retry packets sent to unvalidated addresses under handshake pressure.
+    pub retries_sent: AtomicU64,
     /// Connections closed for a protocol violation, Hello timeout or spent budget.
     pub connections_closed_for_cause: AtomicU64,
     /// Calls started.
@@ -121,6 +123,8 @@ struct Shared {
     calls: TaskTracker,
     stats: ServerStats,
     next_connection: AtomicU64,
+    /// Connections accepted whose TLS handshake has not finished.
+    handshaking: Arc<AtomicUsize>,
 }
 
 /// A QUIC server. Made with [`QuicServer::new`]; run with [`QuicServer::serve`].
@@ -225,6 +229,7 @@ impl QuicServer {
             calls: TaskTracker::new(),
             stats: ServerStats::default(),
             next_connection: AtomicU64::new(1),
+            handshaking: Arc::new(AtomicUsize::new(0)),
         });
         let (ready_tx, ready) = mpsc::channel(64);
         let acceptor = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared), ready_tx));
@@ -461,6 +466,17 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         }
+        if !incoming.remote_address_validated()
+            && shared.handshaking.load(Ordering::Relaxed) >= shared.limits.retry_threshold
+        {
+            // Under handshake pressure an unvalidated address proves itself first; the
+            // Retry is stateless, so a flood of Initials holds nothing.
+            shared.stats.retries_sent.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().ignore();
+            }
+            continue;
+        }
         let Some(slot) = shared.slots.try_acquire(incoming.remote_address().ip()) else {
             shared
                 .stats
@@ -470,12 +486,14 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         };
+        // Counted here, not in the task, so that a burst is counted as it arrives.
+        let handshaking = Handshaking::start(&shared.handshaking);
         let shared = Arc::clone(&shared);
         let ready = ready.clone();
         let span = tracing::info_span!("connection", peer = %incoming.remote_address());
         tokio::spawn(
             async move {
-                match handshake(incoming, slot, &shared).await {
+                match handshake(incoming, slot, handshaking, &shared).await {
                     Ok(connection) => {
                         shared
                             .stats
@@ -488,6 +506,22 @@ async fn accept_loop(
             }
             .instrument(span),
         );
+    }
+}
+
+/// One handshake counted in [`Shared::handshaking`] until dropped.
+struct Handshaking(Arc<AtomicUsize>);
+
+impl Handshaking {
+    fn start(count: &Arc<AtomicUsize>) -> Handshaking {
+        count.fetch_add(1, Ordering::Relaxed);
+        Handshaking(Arc::clone(count))
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -536,6 +570,7 @@ impl std::fmt::Debug for ServerConnection {
 async fn handshake(
     incoming: Incoming,
     slot: ConnectionSlot,
+    handshaking: Handshaking,
     shared: &Arc<Shared>,
 ) -> Result<ServerConnection, String> {
     let limits = shared.limits;
@@ -544,6 +579,7 @@ async fn handshake(
         .await
         .map_err(|_| "TLS handshake timed out".to_owned())?
         .map_err(|e| format!("TLS handshake: {e}"))?;
+    drop(handshaking);
     let identity = connection
         .peer_identity()
         .and_then(|any| {

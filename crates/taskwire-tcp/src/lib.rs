@@ -63,6 +63,7 @@
 mod call;
 mod client;
 mod connection;
+mod pending;
 pub mod runner;
 mod server;
 mod wire;
@@ -82,6 +83,7 @@ pub struct TcpLimits {
     pub(crate) max_frame_length: u32,
     pub(crate) max_hello_length: u32,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) max_pending_handshakes: usize,
     pub(crate) hello_timeout: Duration,
     pub(crate) drain_timeout: Duration,
 }
@@ -95,6 +97,7 @@ impl Default for TcpLimits {
             max_frame_length: taskwire_codec::DEFAULT_MAX_FRAME_LENGTH,
             max_hello_length: taskwire_codec::DEFAULT_MAX_FIRST_FRAME_LENGTH,
             handshake_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 64,
             hello_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
         }
@@ -141,6 +144,17 @@ impl TcpLimits {
     /// How long TCP connect plus the TLS handshake may take. Default 10 s.
     pub fn handshake_timeout(&mut self, value: Duration) -> &mut Self {
         self.handshake_timeout = value;
+        self
+    }
+
+    /// TLS handshakes a server runs at once, apart from its connection slots: a connection
+    /// takes a slot only once its handshake is done, and a handshake arriving at a full
+    /// budget pushes out the oldest one, so connections that never finish TLS cannot keep
+    /// real clients out. Default 64.
+    ///
+    /// Memory: each pending handshake holds rustls's handshake state, a few KiB.
+    pub fn max_pending_handshakes(&mut self, value: usize) -> &mut Self {
+        self.max_pending_handshakes = value;
         self
     }
 

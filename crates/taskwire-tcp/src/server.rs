@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use taskwire_rpc::session::ServerSession;
-use taskwire_rpc::{ConnectionSlots, Router};
+use taskwire_rpc::{ConnectionSlot, ConnectionSlots, Router};
 use taskwire_tls::PeerIdentity;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::pending::{PendingHandshake, PendingHandshakes};
 use crate::{TcpError, TcpLimits};
 
 /// What a TCP server needs.
@@ -79,6 +80,9 @@ pub struct TcpServerStats {
     pub calls_started: AtomicU64,
     /// Calls refused because the connection had too many in flight.
     pub calls_refused: AtomicU64,
+    /// TLS handshakes pushed out of the pending budget by newer ones
+    /// ([`TcpLimits::max_pending_handshakes`](crate::TcpLimits::max_pending_handshakes)).
+    pub handshakes_pushed_out: AtomicU64,
 }
 
 /// What a server's connections share.
@@ -87,6 +91,7 @@ pub(crate) struct Shared {
     pub(crate) limits: TcpLimits,
     pub(crate) session: ServerSession,
     slots: Arc<ConnectionSlots>,
+    pending: Arc<PendingHandshakes>,
     pub(crate) stats: TcpServerStats,
     pub(crate) shutdown: CancellationToken,
     /// The calls in flight on every connection.
@@ -152,6 +157,7 @@ impl TcpServer {
                     config.limits.max_connections,
                     config.limits.max_connections_per_ip,
                 ),
+                pending: PendingHandshakes::new(config.limits.max_pending_handshakes),
                 stats: TcpServerStats::default(),
                 shutdown: CancellationToken::new(),
                 calls: TaskTracker::new(),
@@ -198,22 +204,16 @@ impl TcpServer {
                 let Ok((stream, peer)) = accepted else {
                     continue;
                 };
-                let Some(slot) = self.shared.slots.try_acquire(peer.ip()) else {
-                    self.shared
-                        .stats
-                        .connections_refused
-                        .fetch_add(1, Ordering::Relaxed);
-                    drop(stream);
-                    continue;
-                };
+                // Admitted here, in arrival order, so that the oldest is pushed out first.
+                let pending = self.tls.as_ref().map(|_| self.shared.pending.admit());
                 let (shared, router, tls) = (
                     Arc::clone(&self.shared),
                     Arc::clone(&router),
                     self.tls.clone(),
                 );
                 self.shared.connections.spawn(async move {
-                    let _slot = slot;
-                    if let Err(reason) = accept_connection(stream, peer, tls, shared, router).await
+                    if let Err(reason) =
+                        accept_connection(stream, peer, tls, pending, shared, router).await
                     {
                         tracing::debug!(%peer, %reason, "connection ended");
                     }
@@ -319,6 +319,7 @@ where
         limits: config.limits,
         session,
         slots: ConnectionSlots::new(1, 1),
+        pending: PendingHandshakes::new(1),
         stats: TcpServerStats::default(),
         shutdown: CancellationToken::new(),
         calls: TaskTracker::new(),
@@ -331,23 +332,46 @@ async fn accept_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    pending: Option<PendingHandshake>,
     shared: Arc<Shared>,
     router: Arc<Router>,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
-    match tls {
-        None => crate::connection::serve(stream, peer, None, shared, router).await,
-        Some(acceptor) => {
-            let stream =
-                tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(stream))
-                    .await
+    match (tls, pending) {
+        (Some(acceptor), Some(pending)) => {
+            let handshake =
+                tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(stream));
+            let stream = tokio::select! {
+                done = handshake => done
                     .map_err(|_| "TLS handshake timed out".to_owned())?
-                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                    .map_err(|e| format!("TLS handshake: {e}"))?,
+                () = pending.evicted() => {
+                    shared.stats.handshakes_pushed_out.fetch_add(1, Ordering::Relaxed);
+                    return Err("TLS handshake pushed out by newer ones".to_owned());
+                }
+            };
+            drop(pending);
+            let _slot = take_slot(&shared, peer)?;
             let identity = PeerIdentity::from_connection(stream.get_ref().1)
                 .ok()
                 .flatten()
                 .map(Arc::new);
             crate::connection::serve(stream, peer, identity, shared, router).await
         }
+        _ => {
+            let _slot = take_slot(&shared, peer)?;
+            crate::connection::serve(stream, peer, None, shared, router).await
+        }
     }
+}
+
+/// A connection slot for `peer`, or an error that counts the refusal.
+fn take_slot(shared: &Shared, peer: SocketAddr) -> Result<ConnectionSlot, String> {
+    shared.slots.try_acquire(peer.ip()).ok_or_else(|| {
+        shared
+            .stats
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
+        "refused: over the connection limits".to_owned()
+    })
 }

@@ -1107,3 +1107,53 @@ async fn the_go_away_names_the_last_call_accepted_and_every_accepted_call_is_ans
     assert!(rest.is_empty(), "nothing after the last answer");
     assert!(within(20, shutdown).await.unwrap());
 }
+
+/// A TLS server (no client certificates) with `limits`, and a client config for it.
+async fn tls_server(limits: TcpLimits) -> (TcpServerHandle, Arc<rustls::ClientConfig>) {
+    let ca = CertificateAuthority::generate(&CaParams::new("tcp flood CA")).unwrap();
+    let server_cert = ca
+        .issue_server(&ServerCertParams::new(["localhost"]))
+        .unwrap();
+    let server_tls = ServerConfigBuilder::new(server_cert.credentials().unwrap())
+        .build()
+        .unwrap();
+    let client_tls = ClientConfigBuilder::new(ca.ca_bundle().unwrap())
+        .build()
+        .unwrap();
+    let mut config = TcpServerConfig::new(loopback(), Arc::new(server_tls));
+    config.limits = limits;
+    let server = TcpServer::bind(config).await.unwrap().serve(router());
+    (server, Arc::new(client_tls))
+}
+
+#[tokio::test]
+async fn connections_that_never_finish_tls_do_not_keep_a_real_client_out() {
+    let mut limits = TcpLimits::default();
+    limits.max_connections_per_ip(50);
+    let (server, client_tls) = tls_server(limits).await;
+    // 200 bare TCP connections from 127.0.0.1 that never send a ClientHello: more than the
+    // address's 50 slots and than the 64 pending handshakes.
+    let mut bare = Vec::new();
+    for _ in 0..200 {
+        bare.push(
+            tokio::net::TcpStream::connect(server.local_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // None of them holds a slot, and the oldest were pushed out for newer ones.
+    let pushed_out = server.stats().handshakes_pushed_out.load(Ordering::Relaxed);
+    assert!(pushed_out >= 100, "{pushed_out} pushed out");
+    assert_eq!(
+        server.stats().connections_refused.load(Ordering::Relaxed),
+        0
+    );
+    // A real client from the same address is served at once.
+    let config = TcpClientConfig::new(server.local_addr(), "localhost", client_tls);
+    let connection = within(5, TcpClient::new(config).connect())
+        .await
+        .expect("a real client connects through the flood");
+    within(5, connection.call(Ping::default())).await.unwrap();
+    drop(bare);
+}
