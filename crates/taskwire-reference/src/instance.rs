@@ -182,6 +182,7 @@ fn checkpoint(
             state: request.state,
         });
         instance.status.updated_at = summary.created_at;
+        t.checkpoint_count += 1;
         Ok(CheckpointResponse {
             duplicate: false,
             checkpoint: Some(summary),

@@ -1,8 +1,9 @@
 //! The in-memory state, per tenant, and the instance lifecycle rules every conversation
 //! shares.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use crate::ReferenceConfig;
 pub(crate) struct Shared {
     pub(crate) config: ReferenceConfig,
     pub(crate) started: Instant,
-    store: Mutex<Store>,
+    store: Store,
     changes: watch::Sender<u64>,
 }
 
@@ -31,7 +32,7 @@ impl Shared {
         Shared {
             config,
             started,
-            store: Mutex::new(Store::default()),
+            store: Store::default(),
             changes: watch::Sender::new(0),
         }
     }
@@ -41,18 +42,12 @@ impl Shared {
         self.config.tenants.resolve(ctx)
     }
 
-    /// Runs `f` on the tenant's data, under the store lock. Never held across an await.
+    /// Runs `f` on the tenant's data, under that tenant's lock alone: one tenant's work,
+    /// however large its data, never waits for or delays another's. Never held across an
+    /// await.
     pub(crate) fn with_tenant<T>(&self, tenant: &str, f: impl FnOnce(&mut Tenant) -> T) -> T {
-        let mut store = self.lock();
-        f(store.tenants.entry(tenant.to_owned()).or_default())
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Store> {
-        // A handler that panicked under the lock left the store consistent (every update
-        // is a single assignment after its checks), so the poison is ignored.
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        let tenant = self.store.tenant(tenant);
+        f(&mut lock(&tenant))
     }
 
     /// Wakes every long poll and subscription to look again.
@@ -66,17 +61,19 @@ impl Shared {
     }
 
     pub(crate) fn sizes(&self) -> StoreSizes {
-        let store = self.lock();
+        let tenants = self.store.all();
         let mut sizes = StoreSizes {
-            tenants: store.tenants.len(),
+            tenants: tenants.len(),
             ..StoreSizes::default()
         };
-        for tenant in store.tenants.values() {
+        // One tenant at a time, so that no lock is held over everyone's data.
+        for tenant in tenants {
+            let tenant = lock(&tenant);
             sizes.instances += tenant.instances.len();
             sizes.images += tenant.images.len();
             sizes.running_jobs += tenant.jobs.len();
+            sizes.checkpoints += tenant.checkpoint_count;
             for instance in tenant.instances.values() {
-                sizes.checkpoints += instance.checkpoints.len();
                 sizes.bytes += instance
                     .checkpoints
                     .iter()
@@ -92,6 +89,14 @@ impl Shared {
         }
         sizes
     }
+}
+
+fn lock(tenant: &Mutex<Tenant>) -> MutexGuard<'_, Tenant> {
+    // A handler that panicked under the lock left the tenant consistent (every update is a
+    // single assignment after its checks), so the poison is ignored.
+    tenant
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// How much a reference server holds.
@@ -112,9 +117,30 @@ pub struct StoreSizes {
     pub bytes: usize,
 }
 
+/// Every tenant's data, each behind its own lock; the map's lock is held only to find or
+/// add a tenant.
 #[derive(Debug, Default)]
 struct Store {
-    tenants: HashMap<String, Tenant>,
+    tenants: Mutex<HashMap<String, Arc<Mutex<Tenant>>>>,
+}
+
+impl Store {
+    fn tenant(&self, tenant: &str) -> Arc<Mutex<Tenant>> {
+        let mut tenants = self
+            .tenants
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(tenants.entry(tenant.to_owned()).or_default())
+    }
+
+    fn all(&self) -> Vec<Arc<Mutex<Tenant>>> {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
 }
 
 /// One tenant's data. Nothing in it refers to another tenant's.
@@ -123,9 +149,13 @@ pub(crate) struct Tenant {
     pub(crate) instances: BTreeMap<String, Instance>,
     pub(crate) images: BTreeMap<String, Image>,
     /// Runner jobs executing now, by job id.
-    pub(crate) jobs: HashMap<String, std::sync::Arc<crate::runner::Job>>,
+    pub(crate) jobs: HashMap<String, Arc<crate::runner::Job>>,
     /// Source of generated ids and of creation order (for newest-first listings).
     counter: u64,
+    /// Instance ids by creation order, so that a listing pages without sorting.
+    by_order: BTreeMap<u64, String>,
+    /// Checkpoints stored over all instances, kept as they are added.
+    pub(crate) checkpoint_count: usize,
 }
 
 /// A stored image.
@@ -145,7 +175,6 @@ pub(crate) struct Instance {
     pub(crate) checkpoints: Vec<Checkpoint>,
     pub(crate) signals: Vec<SignalRecord>,
     pub(crate) retries: BTreeSet<u32>,
-    pub(crate) order: u64,
 }
 
 #[derive(Debug)]
@@ -219,25 +248,19 @@ impl Tenant {
             attempt: 1,
             ..status
         };
-        Ok(self.instances.entry(id).or_insert(Instance {
-            status,
-            input,
-            checkpoints: Vec::new(),
-            signals: Vec::new(),
-            retries: BTreeSet::new(),
-            order,
-        }))
-    }
-
-    /// Instances newest first.
-    pub(crate) fn instances_newest_first(&mut self) -> Vec<&mut Instance> {
-        let wake = SystemTime::now();
-        let mut all: Vec<&mut Instance> = self.instances.values_mut().collect();
-        for instance in &mut all {
-            instance.wake_if_due(wake);
-        }
-        all.sort_by_key(|instance| std::cmp::Reverse(instance.order));
-        all
+        Ok(match self.instances.entry(id) {
+            Entry::Occupied(existing) => existing.into_mut(),
+            Entry::Vacant(vacant) => {
+                self.by_order.insert(order, vacant.key().clone());
+                vacant.insert(Instance {
+                    status,
+                    input,
+                    checkpoints: Vec::new(),
+                    signals: Vec::new(),
+                    retries: BTreeSet::new(),
+                })
+            }
+        })
     }
 }
 
@@ -417,13 +440,90 @@ impl Tenant {
         let states = state_filter(states)?;
         let after = crate::paging::parse_token(page_token)?;
         let size = crate::paging::page_size(page_size);
-        let matching = self
-            .instances_newest_first()
-            .into_iter()
-            .filter(|i| after.is_none_or(|after| i.order < after))
-            .filter(|i| states.is_empty() || states.contains(&i.state()))
-            .filter(|i| image_id.is_empty() || i.status.image_id == image_id)
-            .map(|i| (i.order, i.listed_status()));
+        let wake = SystemTime::now();
+        let Tenant {
+            by_order,
+            instances,
+            ..
+        } = self;
+        // Newest first from the token on, visiting only as far as the page reaches.
+        let matching = by_order
+            .range(..after.unwrap_or(u64::MAX))
+            .rev()
+            .filter_map(|(order, id)| {
+                let instance = instances.get_mut(id)?;
+                instance.wake_if_due(wake);
+                let wanted = (states.is_empty() || states.contains(&instance.state()))
+                    && (image_id.is_empty() || instance.status.image_id == image_id);
+                wanted.then(|| (*order, instance.listed_status()))
+            });
         Ok(crate::paging::page(matching, size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn one_tenants_work_never_waits_for_another_tenants_lock() {
+        let shared = Arc::new(Shared::new(ReferenceConfig::default(), Instant::now()));
+        let (served, done) = std::sync::mpsc::channel();
+        shared.with_tenant("acme", |_acme| {
+            // While acme's data is locked (as by a long listing), globex is served.
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let instances = shared.with_tenant("globex", |t| t.instances.len());
+                let _ = served.send(instances);
+            });
+            assert_eq!(
+                done.recv_timeout(Duration::from_secs(5)),
+                Ok(0),
+                "globex waited for acme's lock"
+            );
+        });
+    }
+
+    #[test]
+    fn listings_page_newest_first_through_the_order_index() {
+        let config = ReferenceConfig::default();
+        let mut tenant = Tenant::default();
+        for n in 0..250 {
+            let status = InstanceStatus {
+                instance_id: format!("i{n}"),
+                image_id: if n % 2 == 0 { "even" } else { "odd" }.into(),
+                ..InstanceStatus::default()
+            };
+            tenant
+                .create_instance("acme", &config, status, Bytes::new())
+                .unwrap();
+        }
+        // Creating an existing id again adds nothing to the index.
+        let again = InstanceStatus {
+            instance_id: "i3".into(),
+            ..InstanceStatus::default()
+        };
+        tenant
+            .create_instance("acme", &config, again, Bytes::new())
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let (page, next) = tenant.list_instances(&[], "odd", 40, &token).unwrap();
+            seen.extend(page.into_iter().map(|s| s.instance_id));
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        let expected: Vec<String> = (0..250)
+            .rev()
+            .filter(|n| n % 2 == 1)
+            .map(|n| format!("i{n}"))
+            .collect();
+        assert_eq!(seen, expected);
     }
 }
