@@ -77,7 +77,9 @@ async fn register_image(
             manifest.size_bytes
         )));
     }
-    // Grows with the bytes that arrive, never by the declared size up front.
+    // The declared size is reserved before any chunk is read (a refusal allocates
+    // nothing); the buffer grows with the bytes that arrive, never by the size up front.
+    let reserved = shared.stored.reserve(&tenant, manifest.size_bytes)?;
     let mut content = BytesMut::new();
     let mut digest = Sha256::new();
     while let Some(upload) = uploads.message().await? {
@@ -153,6 +155,7 @@ async fn register_image(
                 order,
             },
         );
+        reserved.keep();
         Ok(RegisterImageResponse {
             image: Some(info),
             already_registered: false,
@@ -211,7 +214,11 @@ fn delete_image(
     if request.image_id.is_empty() {
         return Err(required("image_id"));
     }
-    let deleted = shared.with_tenant(tenant, |t| t.images.remove(&request.image_id).is_some());
+    let removed = shared.with_tenant(tenant, |t| t.images.remove(&request.image_id));
+    if let Some(image) = &removed {
+        shared.stored.release(tenant, image.content.len() as u64);
+    }
+    let deleted = removed.is_some();
     Ok(DeleteImageResponse { deleted })
 }
 
@@ -244,7 +251,13 @@ fn start_instance(
             labels: request.labels,
             ..InstanceStatus::default()
         };
-        let instance = t.create_instance(tenant, &shared.config, status, request.input)?;
+        let instance = t.create_instance(
+            tenant,
+            &shared.config,
+            &shared.stored,
+            status,
+            request.input,
+        )?;
         Ok(StartInstanceResponse {
             instance_id,
             state: instance.state() as i32,

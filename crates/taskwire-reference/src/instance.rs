@@ -102,7 +102,13 @@ fn register(
                     labels: request.labels.clone(),
                     ..InstanceStatus::default()
                 };
-                t.create_instance(tenant, &shared.config, status, request.input.clone())?
+                t.create_instance(
+                    tenant,
+                    &shared.config,
+                    &shared.stored,
+                    status,
+                    request.input.clone(),
+                )?
             }
         };
         let checkpoint = instance
@@ -177,6 +183,10 @@ fn checkpoint(
             size_bytes: request.state.len() as u64,
             created_at: Some(now()),
         };
+        shared
+            .stored
+            .reserve(tenant, request.state.len() as u64)?
+            .keep();
         instance.checkpoints.push(Checkpoint {
             summary: Some(summary.clone()),
             state: request.state,

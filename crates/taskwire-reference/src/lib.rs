@@ -66,6 +66,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod budget;
 mod environment;
 mod instance;
 mod journal;
@@ -106,6 +107,14 @@ pub struct ReferenceConfig {
     /// memory while it arrives, so this is also the memory one upload can cost. Default:
     /// 64 MiB.
     pub max_image_bytes: u64,
+    /// Bytes the server stores for all tenants together (checkpoint state, instance
+    /// inputs, image content); past it a call that would store more is answered
+    /// `RESOURCE_EXHAUSTED` before anything is kept, and an image upload before its first
+    /// chunk is read. Default: 1 GiB.
+    pub max_stored_bytes: u64,
+    /// The share of [`max_stored_bytes`](Self::max_stored_bytes) one tenant may hold, so
+    /// that one tenant cannot take the budget from the others. Default: 256 MiB.
+    pub max_stored_bytes_per_tenant: u64,
     /// Longest a `PollSignals` call is held waiting for a signal. Default: 30 s.
     pub max_poll_wait: Duration,
     /// How long the journal handler waits for a result it needs before it suspends the
@@ -122,6 +131,8 @@ impl Default for ReferenceConfig {
             max_pending_signals: 1_000,
             max_images_per_tenant: 1_000,
             max_image_bytes: 64 << 20,
+            max_stored_bytes: 1 << 30,
+            max_stored_bytes_per_tenant: 256 << 20,
             max_poll_wait: Duration::from_secs(30),
             journal_suspend_after: Duration::from_millis(200),
         }
@@ -162,6 +173,18 @@ impl ReferenceConfig {
     /// Sets [`max_image_bytes`](Self::max_image_bytes).
     pub fn max_image_bytes(mut self, value: u64) -> Self {
         self.max_image_bytes = value;
+        self
+    }
+
+    /// Sets [`max_stored_bytes`](Self::max_stored_bytes).
+    pub fn max_stored_bytes(mut self, value: u64) -> Self {
+        self.max_stored_bytes = value;
+        self
+    }
+
+    /// Sets [`max_stored_bytes_per_tenant`](Self::max_stored_bytes_per_tenant).
+    pub fn max_stored_bytes_per_tenant(mut self, value: u64) -> Self {
+        self.max_stored_bytes_per_tenant = value;
         self
     }
 

@@ -16,6 +16,7 @@ use taskwire_rpc::{CallContext, Status, StatusCode};
 use tokio::sync::watch;
 
 use crate::ReferenceConfig;
+use crate::budget::StoredBytes;
 
 /// What every handler shares: the configuration, the store, and a change counter that
 /// long polls and signal subscriptions wait on.
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) config: ReferenceConfig,
     pub(crate) started: Instant,
     store: Store,
+    /// What the tenants' stored bytes come to, against the budget.
+    pub(crate) stored: Arc<StoredBytes>,
     changes: watch::Sender<u64>,
 }
 
@@ -33,6 +36,7 @@ impl Shared {
             config,
             started,
             store: Store::default(),
+            stored: StoredBytes::new(config.max_stored_bytes, config.max_stored_bytes_per_tenant),
             changes: watch::Sender::new(0),
         }
     }
@@ -229,6 +233,7 @@ impl Tenant {
         &mut self,
         tenant: &str,
         config: &ReferenceConfig,
+        stored: &Arc<StoredBytes>,
         status: InstanceStatus,
         input: Bytes,
     ) -> Result<&mut Instance, Status> {
@@ -251,6 +256,7 @@ impl Tenant {
         Ok(match self.instances.entry(id) {
             Entry::Occupied(existing) => existing.into_mut(),
             Entry::Vacant(vacant) => {
+                stored.reserve(tenant, input.len() as u64)?.keep();
                 self.by_order.insert(order, vacant.key().clone());
                 vacant.insert(Instance {
                     status,
@@ -490,6 +496,7 @@ mod tests {
     #[test]
     fn listings_page_newest_first_through_the_order_index() {
         let config = ReferenceConfig::default();
+        let stored = StoredBytes::new(1 << 20, 1 << 20);
         let mut tenant = Tenant::default();
         for n in 0..250 {
             let status = InstanceStatus {
@@ -498,7 +505,7 @@ mod tests {
                 ..InstanceStatus::default()
             };
             tenant
-                .create_instance("acme", &config, status, Bytes::new())
+                .create_instance("acme", &config, &stored, status, Bytes::new())
                 .unwrap();
         }
         // Creating an existing id again adds nothing to the index.
@@ -507,7 +514,7 @@ mod tests {
             ..InstanceStatus::default()
         };
         tenant
-            .create_instance("acme", &config, again, Bytes::new())
+            .create_instance("acme", &config, &stored, again, Bytes::new())
             .unwrap();
         let mut seen = Vec::new();
         let mut token = String::new();

@@ -1051,3 +1051,69 @@ async fn a_caller_without_a_certificate_tenant_is_unauthenticated() {
     );
     assert!(status.message().contains("client certificate"), "{status}");
 }
+
+#[tokio::test]
+async fn stored_bytes_have_a_server_wide_budget_and_a_share_per_tenant() {
+    // Budget 3 KiB, share 2 KiB: acme fills its share with images, globex the rest.
+    let f = fixture_with(
+        ReferenceConfig::default()
+            .max_stored_bytes(3 << 10)
+            .max_stored_bytes_per_tenant(2 << 10),
+    )
+    .await;
+    let kib = [7u8; 1024];
+    let first = upload(&f.acme, manifest("a1", &kib), &[&kib])
+        .await
+        .unwrap();
+    upload(&f.acme, manifest("a2", &kib), &[&kib])
+        .await
+        .unwrap();
+    // Refused on the manifest alone: no chunk is sent, none is needed.
+    let status = assert_code(
+        upload(&f.acme, manifest("a3", &kib), &[]).await,
+        StatusCode::ResourceExhausted,
+    );
+    assert!(status.message().contains("share of 2048"), "{status}");
+    // A checkpoint of acme's counts against the same share.
+    f.acme
+        .call(RegisterInstanceRequest {
+            instance_id: "o1".into(),
+            image_id: "img".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let status = assert_code(
+        f.acme
+            .call(CheckpointRequest {
+                instance_id: "o1".into(),
+                checkpoint_id: "c1".into(),
+                sequence: 1,
+                state: vec![1; 100].into(),
+            })
+            .await,
+        StatusCode::ResourceExhausted,
+    );
+    assert!(status.message().contains("acme"), "{status}");
+
+    // globex is served within what is left of the budget, then refused by the budget.
+    upload(&f.globex, manifest("g1", &kib), &[&kib])
+        .await
+        .unwrap();
+    let status = assert_code(
+        upload(&f.globex, manifest("g2", &kib), &[]).await,
+        StatusCode::ResourceExhausted,
+    );
+    assert!(status.message().contains("budget of 3072"), "{status}");
+    // Deleting gives the bytes back.
+    f.acme
+        .call(env::DeleteImageRequest {
+            image_id: first.image.unwrap().id,
+        })
+        .await
+        .unwrap();
+    upload(&f.globex, manifest("g2", &kib), &[&kib])
+        .await
+        .unwrap();
+    assert_eq!(f.reference.sizes().images, 3);
+}
