@@ -348,6 +348,20 @@ pub(crate) fn load_client_trust(
     Ok((bundle, lists))
 }
 
+/// Says at WARN level when the server certificate is expired or not yet valid: clients
+/// will refuse every handshake, which otherwise shows only on their side.
+fn warn_if_out_of_date(credentials: &Credentials) {
+    let Ok(info) = taskwire_tls::inspect(credentials.end_entity()) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    if now > info.not_after {
+        tracing::warn!(subject = %info.subject, "the server certificate has expired: clients will refuse it");
+    } else if now < info.not_before {
+        tracing::warn!(subject = %info.subject, "the server certificate is not valid yet: clients will refuse it");
+    }
+}
+
 /// Certificates for `serve`: from files, or generated in memory when `cert` is absent.
 pub(crate) fn server_tls(
     cert: Option<&(PathBuf, PathBuf)>,
@@ -380,6 +394,9 @@ pub(crate) fn server_tls(
         }
     };
     let pin = credentials.spki_sha256();
+    if cert.is_some() {
+        warn_if_out_of_date(&credentials);
+    }
     let client_verifier = match client_ca {
         Some(ca) => {
             let (bundle, lists) = load_client_trust(ca, crls)?;

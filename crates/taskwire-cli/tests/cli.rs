@@ -1209,21 +1209,16 @@ fn serve_without_a_ca_refuses_a_non_loopback_address_unless_told_and_warns() {
     );
 
     // Told so, it serves, and says at WARN level that tenants are only claimed.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_taskwire"))
+    let child = Command::new(env!("CARGO_BIN_EXE_taskwire"))
         .args(["serve", "--quic", "0.0.0.0:0", "--insecure-claimed-tenants"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr_lines =
-        std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    let warned = stderr_lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|line| line.contains("WARN") && line.contains("any client can claim any tenant"));
-    let _ = child.kill();
-    let _ = child.wait();
+    let warned = stderr_line(child, |line| {
+        line.contains("WARN") && line.contains("any client can claim any tenant")
+    });
     assert!(warned.is_some(), "no WARN line about claimed tenants");
 }
 
@@ -1267,4 +1262,64 @@ fn a_client_certificate_is_not_silently_ignored_by_a_server_without_mutual_tls()
             "acme",
         ]));
     }
+}
+
+#[test]
+fn serve_warns_when_its_certificate_has_expired() {
+    use taskwire_tls::{CaParams, CertificateAuthority, ServerCertParams, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::generate(&CaParams::new("ca")).unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    let expired = ca
+        .issue_server(&ServerCertParams::new(["localhost"]).validity(Validity {
+            not_before: now - 10 * day,
+            not_after: now - day,
+        }))
+        .unwrap();
+    let (cert, key) = (
+        dir.path().join("server.pem"),
+        dir.path().join("server.key.pem"),
+    );
+    expired.write_pem_files(&cert, &key, false).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_taskwire"))
+        .args(["serve", "--quic", "127.0.0.1:0", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let warned = stderr_line(child, |line| {
+        line.contains("WARN") && line.contains("server certificate has expired")
+    });
+    assert!(
+        warned.is_some(),
+        "no WARN line about the expired certificate"
+    );
+}
+
+/// The first line of `child`'s stderr that `wanted` accepts, within 10 s; the child is
+/// killed either way.
+fn stderr_line(
+    mut child: std::process::Child,
+    wanted: impl Fn(&str) -> bool + Send + 'static,
+) -> Option<String> {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (found, line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        for text in lines.map_while(Result::ok) {
+            if wanted(&text) {
+                let _ = found.send(text);
+                return;
+            }
+        }
+    });
+    let line = line.recv_timeout(std::time::Duration::from_secs(10)).ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    line
 }
