@@ -16,6 +16,7 @@ use crate::credentials::CaBundle;
 use crate::error::TlsError;
 use crate::provider::default_provider;
 use crate::util::parse_certificate;
+use x509_parser::certificate::X509Certificate;
 
 /// The longest path followed from a leaf to a self-signed root; longer chains are refused.
 const MAX_PATH: usize = 8;
@@ -234,8 +235,11 @@ impl ClientVerifier {
         trust
             .webpki
             .verify_client_cert(end_entity, intermediates, now)?;
-        check_client_usage(end_entity)?;
-        check_path_lengths(&trust.bundle, end_entity, intermediates)
+        // Parsed once for both rules; webpki has already parsed and verified it.
+        let leaf = parse_certificate(end_entity)
+            .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        check_client_usage(&leaf)?;
+        check_path_lengths(&trust.bundle, leaf.issuer().as_raw(), intermediates)
     }
 }
 
@@ -243,9 +247,7 @@ fn violation(violation: ChainRuleViolation) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(violation))))
 }
 
-fn check_client_usage(end_entity: &CertificateDer<'_>) -> Result<(), Error> {
-    let cert = parse_certificate(end_entity)
-        .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+fn check_client_usage(cert: &X509Certificate<'_>) -> Result<(), Error> {
     let subject = || cert.subject().to_string();
     match cert.extended_key_usage() {
         Ok(Some(eku)) if eku.value.client_auth || eku.value.any => Ok(()),
@@ -266,18 +268,16 @@ fn check_client_usage(end_entity: &CertificateDer<'_>) -> Result<(), Error> {
 /// already found a valid path, so this only adds the constraints it does not read.
 fn check_path_lengths(
     bundle: &[CaCertificate],
-    end_entity: &CertificateDer<'_>,
+    leaf_issuer: &[u8],
     intermediates: &[CertificateDer<'_>],
 ) -> Result<(), Error> {
-    let leaf = CaCertificate::parse(end_entity)
-        .ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
     let presented: Vec<CaCertificate> = intermediates
         .iter()
         .filter_map(|der| CaCertificate::parse(der))
         .collect();
     // The CA certificates above the leaf, nearest first.
     let mut path: Vec<&CaCertificate> = Vec::new();
-    let mut issuer = leaf.issuer.as_slice();
+    let mut issuer = leaf_issuer;
     loop {
         if path.len() > MAX_PATH {
             return Err(violation(ChainRuleViolation::PathTooLong));
