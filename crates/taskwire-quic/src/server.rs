@@ -20,7 +20,7 @@ use taskwire_proto::session::v1::{CallHeader, Codec, GoAway, Hello, Ping, Pong, 
 use taskwire_proto::wkt;
 use taskwire_rpc::session::{ServerSession, refusal};
 use taskwire_rpc::{
-    CallContext, ConnectionSlot, ConnectionSlots, Dispatch, PeerInfo, Router, Status,
+    CallContext, ConnectionSlot, ConnectionSlots, Dispatch, PeerInfo, RequestSender, Router, Status,
 };
 use taskwire_tls::PeerIdentity;
 use tokio::sync::mpsc;
@@ -1139,28 +1139,28 @@ async fn answer(
 /// Feeds request frames from the stream into a handler's channel until END_STREAM (or a
 /// status frame, which ends the client's side too), then reads the rest of the stream up
 /// to its FIN, as it does once the handler stops reading.
-async fn pump_requests(mut reader: FrameReader, requests: mpsc::Sender<Result<RawFrame, Status>>) {
+async fn pump_requests(mut reader: FrameReader, requests: RequestSender) {
     loop {
         match reader.next().await {
             Ok(Some(frame)) => {
                 let end = frame.flags.is_end_stream() || frame.flags.is_status();
-                if requests.send(Ok(frame)).await.is_err() || end {
+                // Over the buffer budget the handler reads RESOURCE_EXHAUSTED in place of
+                // the frame; like a handler that stopped reading, the rest is discarded.
+                if requests.send(frame).await.is_err() || end {
                     drop(requests);
                     return discard_until_fin(reader).await;
                 }
             }
             Ok(None) => return,
             Err(CodecError::Io(e)) => {
-                let _ = requests
-                    .send(Err(Status::cancelled(format!(
-                        "the request stream failed: {e}"
-                    ))))
+                requests
+                    .fail(Status::cancelled(format!("the request stream failed: {e}")))
                     .await;
                 return;
             }
             Err(e) => {
-                let _ = requests
-                    .send(Err(Status::protocol_violation(e.to_string())))
+                requests
+                    .fail(Status::protocol_violation(e.to_string()))
                     .await;
                 let _ = reader.stream_mut().stop(codes::RESET_FRAME_ERROR);
                 return;

@@ -66,7 +66,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod budget;
 mod environment;
 mod instance;
 mod journal;
@@ -115,6 +114,14 @@ pub struct ReferenceConfig {
     /// The share of [`max_stored_bytes`](Self::max_stored_bytes) one tenant may hold, so
     /// that one tenant cannot take the budget from the others. Default: 256 MiB.
     pub max_stored_bytes_per_tenant: u64,
+    /// Bytes of request frames (upload chunks, journal entries) queued for handlers that
+    /// have not read them yet, for all tenants together, over every transport the
+    /// server's routers serve; a frame past it answers its call `RESOURCE_EXHAUSTED`
+    /// ([`Router::buffer_budget`]). Default: 512 MiB.
+    pub max_buffered_bytes: u64,
+    /// The share of [`max_buffered_bytes`](Self::max_buffered_bytes) one tenant may hold.
+    /// Default: 128 MiB.
+    pub max_buffered_bytes_per_tenant: u64,
     /// Longest a `PollSignals` call is held waiting for a signal. Default: 30 s.
     pub max_poll_wait: Duration,
     /// How long the journal handler waits for a result it needs before it suspends the
@@ -133,6 +140,8 @@ impl Default for ReferenceConfig {
             max_image_bytes: 64 << 20,
             max_stored_bytes: 1 << 30,
             max_stored_bytes_per_tenant: 256 << 20,
+            max_buffered_bytes: taskwire_rpc::DEFAULT_MAX_BUFFERED_BYTES,
+            max_buffered_bytes_per_tenant: taskwire_rpc::DEFAULT_MAX_BUFFERED_BYTES_PER_TENANT,
             max_poll_wait: Duration::from_secs(30),
             journal_suspend_after: Duration::from_millis(200),
         }
@@ -188,6 +197,18 @@ impl ReferenceConfig {
         self
     }
 
+    /// Sets [`max_buffered_bytes`](Self::max_buffered_bytes).
+    pub fn max_buffered_bytes(mut self, value: u64) -> Self {
+        self.max_buffered_bytes = value;
+        self
+    }
+
+    /// Sets [`max_buffered_bytes_per_tenant`](Self::max_buffered_bytes_per_tenant).
+    pub fn max_buffered_bytes_per_tenant(mut self, value: u64) -> Self {
+        self.max_buffered_bytes_per_tenant = value;
+        self
+    }
+
     /// Sets [`max_poll_wait`](Self::max_poll_wait).
     pub fn max_poll_wait(mut self, value: Duration) -> Self {
         self.max_poll_wait = value;
@@ -222,6 +243,7 @@ impl ReferenceServer {
         let mut router = Router::new();
         let shared = Arc::clone(&self.shared);
         router.authorize(move |ctx, _type_id| shared.config.tenants.resolve(ctx).map(drop));
+        router.buffer_budget(Arc::clone(&self.shared.buffered));
         instance::routes(&mut router, &self.shared);
         environment::routes(&mut router, &self.shared);
         management::routes(&mut router, &self.shared);

@@ -16,7 +16,7 @@ use taskwire_rpc::{CallContext, Status, StatusCode};
 use tokio::sync::watch;
 
 use crate::ReferenceConfig;
-use crate::budget::StoredBytes;
+use taskwire_rpc::TenantBudget;
 
 /// What every handler shares: the configuration, the store, and a change counter that
 /// long polls and signal subscriptions wait on.
@@ -26,7 +26,10 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     store: Store,
     /// What the tenants' stored bytes come to, against the budget.
-    pub(crate) stored: Arc<StoredBytes>,
+    pub(crate) stored: Arc<TenantBudget>,
+    /// Request frames queued for handlers, against the buffer budget every router of
+    /// this server shares, so that QUIC and TCP together stay within it.
+    pub(crate) buffered: Arc<TenantBudget>,
     changes: watch::Sender<u64>,
 }
 
@@ -36,7 +39,16 @@ impl Shared {
             config,
             started,
             store: Store::default(),
-            stored: StoredBytes::new(config.max_stored_bytes, config.max_stored_bytes_per_tenant),
+            stored: TenantBudget::new(
+                "stored",
+                config.max_stored_bytes,
+                config.max_stored_bytes_per_tenant,
+            ),
+            buffered: TenantBudget::new(
+                "buffered",
+                config.max_buffered_bytes,
+                config.max_buffered_bytes_per_tenant,
+            ),
             changes: watch::Sender::new(0),
         }
     }
@@ -233,7 +245,7 @@ impl Tenant {
         &mut self,
         tenant: &str,
         config: &ReferenceConfig,
-        stored: &Arc<StoredBytes>,
+        stored: &Arc<TenantBudget>,
         status: InstanceStatus,
         input: Bytes,
     ) -> Result<&mut Instance, Status> {
@@ -496,7 +508,7 @@ mod tests {
     #[test]
     fn listings_page_newest_first_through_the_order_index() {
         let config = ReferenceConfig::default();
-        let stored = StoredBytes::new(1 << 20, 1 << 20);
+        let stored = TenantBudget::new("stored", 1 << 20, 1 << 20);
         let mut tenant = Tenant::default();
         for n in 0..250 {
             let status = InstanceStatus {

@@ -1117,3 +1117,26 @@ async fn stored_bytes_have_a_server_wide_budget_and_a_share_per_tenant() {
         .unwrap();
     assert_eq!(f.reference.sizes().images, 3);
 }
+
+/// Every router of one reference server counts queued request frames against the same
+/// buffer budget, so a server serving QUIC and TCP from two routers has one budget.
+#[test]
+fn the_routers_of_one_server_share_its_buffer_budget() {
+    let reference = taskwire_reference::ReferenceServer::new(
+        ReferenceConfig::default()
+            .max_buffered_bytes(3 << 20)
+            .max_buffered_bytes_per_tenant(1 << 20),
+    );
+    let (quic, tcp) = (reference.router(), reference.router());
+    assert!(std::sync::Arc::ptr_eq(quic.buffers(), tcp.buffers()));
+    assert_eq!(quic.buffers().max_total(), 3 << 20);
+    assert_eq!(quic.buffers().max_per_tenant(), 1 << 20);
+    let held = quic.buffers().reserve("acme", 1 << 20).unwrap();
+    assert_eq!(tcp.buffers().held_by("acme"), 1 << 20);
+    drop(held);
+    let other_server = taskwire_reference::ReferenceServer::new(ReferenceConfig::default());
+    assert!(!std::sync::Arc::ptr_eq(
+        quic.buffers(),
+        other_server.router().buffers()
+    ));
+}

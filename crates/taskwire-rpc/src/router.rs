@@ -14,7 +14,10 @@ use taskwire_proto::session::v1::{Conversation, Ping, Pong};
 use taskwire_proto::{MessageSet, Rpc, WireMessage, budget};
 use tokio::sync::mpsc;
 
-use crate::stream::{RequestStream, ResponseSink, channel_capacity};
+use crate::budget::TenantBudget;
+use crate::stream::{
+    Queued, RequestSender, RequestStream, ResponseSink, channel_capacity, request_channel,
+};
 use crate::{CallContext, Status};
 
 type UnaryFn =
@@ -23,15 +26,12 @@ type OneWayFn = dyn Fn(CallContext, Bytes) -> BoxFuture<'static, ()> + Send + Sy
 type ServerStreamingFn = dyn Fn(CallContext, Bytes, mpsc::Sender<RawFrame>) -> BoxFuture<'static, Result<(), Status>>
     + Send
     + Sync;
-type ClientStreamingFn = dyn Fn(
-        CallContext,
-        mpsc::Receiver<Result<RawFrame, Status>>,
-    ) -> BoxFuture<'static, Result<RawFrame, Status>>
+type ClientStreamingFn = dyn Fn(CallContext, mpsc::Receiver<Queued>) -> BoxFuture<'static, Result<RawFrame, Status>>
     + Send
     + Sync;
 type BidiFn = dyn Fn(
         CallContext,
-        mpsc::Receiver<Result<RawFrame, Status>>,
+        mpsc::Receiver<Queued>,
         mpsc::Sender<RawFrame>,
     ) -> BoxFuture<'static, Result<(), Status>>
     + Send
@@ -74,10 +74,21 @@ impl Handler {
 /// });
 /// assert!(router.handles(<ExecutionRequest as taskwire_proto::WireMessage>::TYPE_ID));
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Router {
     handlers: HashMap<u16, Handler>,
     authorize: Option<Arc<AuthorizeFn>>,
+    buffers: Arc<TenantBudget>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router {
+            handlers: HashMap::new(),
+            authorize: None,
+            buffers: TenantBudget::buffered_frames(),
+        }
+    }
 }
 
 impl fmt::Debug for Router {
@@ -94,6 +105,7 @@ impl fmt::Debug for Router {
         f.debug_struct("Router")
             .field("routes", &routes)
             .field("authorize", &self.authorize.is_some())
+            .field("buffers", &self.buffers)
             .finish()
     }
 }
@@ -151,6 +163,25 @@ impl Router {
     ) -> &mut Router {
         self.authorize = Some(Arc::new(check));
         self
+    }
+
+    /// The budget for request frames queued for handlers that have not read them yet,
+    /// with a share per tenant. Default [`TenantBudget::buffered_frames`]: 512 MiB in all,
+    /// 128 MiB per tenant. A frame past either is not queued: its call's handler reads
+    /// `RESOURCE_EXHAUSTED` instead, and nothing more of that call is delivered.
+    ///
+    /// Memory: the budget is the bound; the bookkeeping is one map entry per tenant with
+    /// frames queued. Clones of a router share their budget, so a server running both
+    /// transports from clones of one router has one budget; routers built apart have one
+    /// each unless given the same `Arc`.
+    pub fn buffer_budget(&mut self, budget: Arc<TenantBudget>) -> &mut Router {
+        self.buffers = budget;
+        self
+    }
+
+    /// The budget request frames are queued against (see [`buffer_budget`](Self::buffer_budget)).
+    pub fn buffers(&self) -> &Arc<TenantBudget> {
+        &self.buffers
     }
 
     /// Routes the unary rpc whose request is `R`.
@@ -321,17 +352,15 @@ impl Router {
                 }
             }
             Handler::ClientStreaming(f) => {
-                let (tx, rx) = mpsc::channel(channel_capacity());
-                let _ = tx.try_send(Ok(first));
+                let (tx, rx) = self.request_channel(&context, first);
                 Dispatch::ClientStreaming {
                     run: f(context, rx),
                     requests: tx,
                 }
             }
             Handler::Bidi(f) => {
-                let (in_tx, in_rx) = mpsc::channel(channel_capacity());
+                let (in_tx, in_rx) = self.request_channel(&context, first);
                 let (out_tx, out_rx) = mpsc::channel(channel_capacity());
-                let _ = in_tx.try_send(Ok(first));
                 Dispatch::Bidi {
                     run: f(context, in_rx, out_tx),
                     requests: in_tx,
@@ -339,6 +368,24 @@ impl Router {
                 }
             }
         }
+    }
+}
+
+impl Router {
+    /// A streaming call's request channel, holding its first frame. The first frame is
+    /// the transport's to hold (within its per-connection limits) and is not counted; the
+    /// ones after it are, for the tenant the peer's certificate proves or, without one,
+    /// the tenant it claimed.
+    fn request_channel(
+        &self,
+        context: &CallContext,
+        first: RawFrame,
+    ) -> (RequestSender, mpsc::Receiver<Queued>) {
+        let peer = &context.peer;
+        let tenant = peer.tenant().unwrap_or(&peer.claimed_tenant);
+        let (tx, rx) = request_channel(Arc::clone(&self.buffers), tenant);
+        tx.queue_first(first);
+        (tx, rx)
     }
 }
 
@@ -408,14 +455,14 @@ pub enum Dispatch {
         /// The handler.
         run: BoxFuture<'static, Result<RawFrame, Status>>,
         /// Where request frames go.
-        requests: mpsc::Sender<Result<RawFrame, Status>>,
+        requests: RequestSender,
     },
     /// Both of the above at once.
     Bidi {
         /// The handler.
         run: BoxFuture<'static, Result<(), Status>>,
         /// Where request frames go.
-        requests: mpsc::Sender<Result<RawFrame, Status>>,
+        requests: RequestSender,
         /// Frames the handler sends.
         responses: mpsc::Receiver<RawFrame>,
     },

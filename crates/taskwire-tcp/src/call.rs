@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use taskwire_codec::{CodecError, ErrorKind, Flags, RawFrame};
-use taskwire_rpc::{Dispatch, Status};
+use taskwire_rpc::{Dispatch, RequestSender, Status};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,7 @@ use crate::wire::status_frame;
 pub(crate) struct Entry {
     pub(crate) cancel: CancellationToken,
     /// Where the call's further request frames go, while its handler reads them.
-    pub(crate) requests: Option<mpsc::Sender<Result<RawFrame, Status>>>,
+    pub(crate) requests: Option<RequestSender>,
     /// The client may still send frames on the stream (no END_STREAM or CancelCall yet).
     pub(crate) client_open: bool,
     /// The server has answered (or refused) the call. An entry that is answered but

@@ -19,7 +19,7 @@ use taskwire_proto::session::v1::{
     CallHeader, CancelCall, Codec, GoAway, Hello, Negotiated, Ping, Pong,
 };
 use taskwire_rpc::session::refusal;
-use taskwire_rpc::{CallContext, Dispatch, PeerInfo, Router, Status};
+use taskwire_rpc::{CallContext, Dispatch, PeerInfo, Router, Status, Undelivered};
 use taskwire_tls::PeerIdentity;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Notify, mpsc};
@@ -393,10 +393,26 @@ impl Connection {
             }
             requests
         };
-        if let Some(requests) = requests {
-            let _ = requests.send(frame).await;
+        let Some(requests) = requests else {
+            return Some(());
+        };
+        match frame {
+            Ok(frame) => {
+                if let Err(Undelivered::OverBudget(status)) = requests.send(frame).await {
+                    // The handler reads the refusal; the call's later items are dropped.
+                    tracing::debug!(stream_id, %status, "request frame over the buffer budget");
+                    self.stop_delivering(stream_id);
+                }
+            }
+            Err(status) => requests.fail(status).await,
         }
         Some(())
+    }
+
+    fn stop_delivering(&self, stream_id: u32) {
+        if let Some(entry) = self.calls.lock().expect("calls lock").get_mut(&stream_id) {
+            entry.requests = None;
+        }
     }
 
     /// A frame of a call: a call header, the request that starts a call, or a frame of a
