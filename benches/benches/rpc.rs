@@ -7,6 +7,7 @@
 //! ```text
 //! cargo bench -p taskwire-benches --bench rpc -- [--duration SECONDS] [--runs N] [--json]
 //!     [--only unary|bulk|fresh|idle] [--peers PEER,...] [--shapes CxN,...]
+//!     [--idle-connections N]
 //! ```
 //!
 //! Each peer's server and client run in this process on separate single-threaded tokio
@@ -581,6 +582,15 @@ mod idle {
     /// on stdin, serves `peer`'s unary echo, prints `LISTENING ADDR`, and serves until
     /// stdin closes. Every server keeps its defaults, as a server holding many idle
     /// connections would; raw quinn gets taskwire's default transport parameters.
+    /// A server's default limits, but every connection from the one loopback address.
+    fn idle_limits() -> Limits {
+        let mut limits = Limits::default();
+        limits
+            .max_connections_per_ip(usize::MAX)
+            .max_connections(usize::MAX);
+        limits
+    }
+
     pub(crate) fn serve(peer: &str) {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).expect("certificates");
@@ -595,17 +605,22 @@ mod idle {
                     load::quic_server(
                         Arc::clone(&certs.server),
                         load::unary_router(1024),
-                        Limits::default(),
+                        idle_limits(),
                     )
                 });
                 (server.local_addr(), Box::new((server, runtime)))
             }
             "taskwire-tcp" => {
                 let runtime = runtime("server", 1);
+                // The defaults, but every connection from the one loopback address.
+                let mut limits = TcpLimits::default();
+                limits
+                    .max_connections_per_ip(usize::MAX)
+                    .max_connections(usize::MAX);
                 let server = runtime.block_on(load::tcp_server(
                     Arc::clone(&certs.server),
                     load::unary_router(1024),
-                    TcpLimits::default(),
+                    limits,
                 ));
                 (server.local_addr(), Box::new((server, runtime)))
             }
@@ -614,7 +629,7 @@ mod idle {
                 (server.addr, Box::new(server))
             }
             _ => {
-                let server = quinn_peer::serve(&certs, 1024, &Limits::default());
+                let server = quinn_peer::serve(&certs, 1024, &idle_limits());
                 (
                     server.endpoint.local_addr().expect("addr"),
                     Box::new(server),
@@ -737,9 +752,19 @@ fn unary(peer: &str, scenario: Scenario) -> Report {
     }
 }
 
+/// taskwire over QUIC with datagrams as large as loopback carries, as a deployment on
+/// loopback or jumbo frames would set (`Limits::max_udp_payload_size`, at its most: 6,500
+/// bytes): bulk only.
+const QUIC_LARGE_DATAGRAMS: &str = "taskwire-quic-6500";
+
 fn bulk(peer: &str, bytes: usize) -> f64 {
     match peer {
         "taskwire-quic" => load::quic_bulk(bytes),
+        QUIC_LARGE_DATAGRAMS => {
+            let mut limits = load::quic_load_limits();
+            limits.max_udp_payload_size(6_500);
+            load::quic_bulk_with(bytes, limits)
+        }
         "taskwire-tcp" => load::tcp_bulk(bytes),
         "tonic" => tonic_peer::bulk(bytes),
         _ => quinn_peer::bulk(bytes),
@@ -795,9 +820,16 @@ fn main() {
     let runs: usize = value("--runs")
         .and_then(|v| v.parse().ok())
         .unwrap_or(if smoke { 1 } else { 3 });
-    let bulk_bytes: usize = if smoke { 4 << 20 } else { 64 << 20 };
+    let bulk_sizes: [usize; 2] = if smoke {
+        [1 << 20, 4 << 20]
+    } else {
+        [1 << 20, 64 << 20]
+    };
     let fresh_count = if smoke { 3 } else { 30 };
-    let idle_count = if smoke { 20 } else { 1_000 };
+    // `--idle-connections N`: how many idle connections each server holds.
+    let idle_count: usize = value("--idle-connections")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if smoke { 20 } else { 1_000 });
     let json = args.iter().any(|a| a == "--json");
     // `--only unary|bulk|fresh|idle` runs one family of scenarios.
     let only = value("--only");
@@ -859,15 +891,25 @@ fn main() {
     }
     // Like the unary scenarios, peers alternate run by run, so that drift on a shared
     // machine hits all alike; each figure is then the median of its peer's runs.
-    let mut bulk_rates: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    let mut bulk_peers = peers.clone();
+    if peers.contains(&"taskwire-quic") {
+        bulk_peers.push(QUIC_LARGE_DATAGRAMS);
+    }
+    // Per peer, then per size of `bulk_sizes`.
+    let mut bulk_rates: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; bulk_peers.len()];
     let mut fresh_times: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
     let mut idle_kib: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
     for run in 1..=runs {
+        if family("bulk") {
+            for (i, &peer) in bulk_peers.iter().enumerate() {
+                eprintln!("measuring {peer} bulk, run {run} of {runs}");
+                for (size, &bytes) in bulk_sizes.iter().enumerate() {
+                    bulk_rates[i][size].push(bulk(peer, bytes));
+                }
+            }
+        }
         for (i, &peer) in peers.iter().enumerate() {
             eprintln!("measuring {peer}, run {run} of {runs}");
-            if family("bulk") {
-                bulk_rates[i].push(bulk(peer, bulk_bytes));
-            }
             if family("fresh") {
                 fresh_times[i].extend(
                     fresh(peer, fresh_count)
@@ -888,7 +930,25 @@ fn main() {
             .map(|(peer, v)| ((*peer).to_owned(), median(v)))
             .collect()
     };
-    let bulk_rows = medians(bulk_rates);
+    // Rows named "PEER N MiB".
+    let bulk_rows: Vec<(String, [f64; 3])> = bulk_peers
+        .iter()
+        .zip(bulk_rates)
+        .flat_map(|(peer, by_size)| {
+            bulk_sizes
+                .iter()
+                .zip(by_size)
+                .filter(|(_, v)| !v.is_empty())
+                .map(move |(bytes, v)| (format!("{peer} {} MiB", bytes >> 20), median(v)))
+        })
+        .collect();
+    let large = format!("{} MiB", bulk_sizes[1] >> 20);
+    let bulk_of = |peer: &str| -> f64 {
+        bulk_rows
+            .iter()
+            .find(|(p, _)| *p == format!("{peer} {large}"))
+            .map_or(f64::NAN, |(_, v)| v[0])
+    };
     let fresh_rows = medians(fresh_times);
     let idle_rows = medians(idle_kib);
 
@@ -964,9 +1024,24 @@ fn main() {
         );
     }
     ratio(
-        "bulk goodput: taskwire-quic ÷ quinn-raw",
-        of(&bulk_rows, "taskwire-quic") / of(&bulk_rows, "quinn-raw"),
-        "≥ 0.85",
+        &format!("bulk {large}: taskwire-quic ÷ tonic"),
+        bulk_of("taskwire-quic") / bulk_of("tonic"),
+        "≥ 1.0",
+    );
+    ratio(
+        &format!("bulk {large}: taskwire-quic ÷ quinn-raw (quinn's defaults)"),
+        bulk_of("taskwire-quic") / bulk_of("quinn-raw"),
+        "≥ 1.5",
+    );
+    ratio(
+        &format!("bulk {large}: {QUIC_LARGE_DATAGRAMS} ÷ tonic (loopback datagrams)"),
+        bulk_of(QUIC_LARGE_DATAGRAMS) / bulk_of("tonic"),
+        "≥ 1.0",
+    );
+    ratio(
+        &format!("bulk {large}: taskwire-tcp ÷ tonic"),
+        bulk_of("taskwire-tcp") / bulk_of("tonic"),
+        "—",
     );
     ratio(
         "fresh connection + first call: taskwire-quic ÷ tonic",
@@ -981,7 +1056,7 @@ fn main() {
     ratio(
         "idle connection, server memory: taskwire-quic ÷ tonic",
         of(&idle_rows, "taskwire-quic") / of(&idle_rows, "tonic"),
-        "—",
+        "≤ 1.0",
     );
     ratio(
         "idle connection, server memory: taskwire-quic ÷ quinn-raw",
@@ -1007,10 +1082,7 @@ fn main() {
         "unary calls, 256 B requests and 1 KiB responses, {runs} run(s) of {seconds} s (medians):\n"
     );
     println!("{}", load_table(&unary_rows));
-    println!(
-        "bulk upload of {} MiB on one stream (MB/s, median and min–max):\n",
-        bulk_bytes >> 20
-    );
+    println!("bulk upload on one stream, 64 KiB chunks (MB/s, median and min–max):\n");
     println!("| peer | MB/s |\n|---|---|");
     for (peer, v) in &bulk_rows {
         println!("| {peer} | {:.0} ({:.0}–{:.0}) |", v[0], v[1], v[2]);

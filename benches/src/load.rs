@@ -294,13 +294,19 @@ fn bulk_manifest(bytes: usize) -> ImageUpload {
 /// Goodput of one `bytes`-long upload on one stream, in MB/s: taskwire over QUIC, as a
 /// client-streaming call of 64 KiB chunks.
 pub fn quic_bulk(bytes: usize) -> f64 {
+    quic_bulk_with(bytes, quic_load_limits())
+}
+
+/// [`quic_bulk`] with `limits` at both ends (for example larger datagrams).
+pub fn quic_bulk_with(bytes: usize, limits: Limits) -> f64 {
     let (server_tls, client_tls) = tls();
     let server_runtime = runtime("server", 1);
-    let server = server_runtime
-        .block_on(async { quic_server(server_tls, bulk_router(), quic_load_limits()) });
+    let server = server_runtime.block_on(async { quic_server(server_tls, bulk_router(), limits) });
     let addr = server.local_addr();
     let rate = runtime("client", 1).block_on(async move {
-        let client = quic_client(addr, client_tls);
+        let mut config = ClientConfig::new(addr, "localhost", client_tls);
+        config.limits = limits;
+        let client = QuicClient::new(config).expect("client");
         let connection = client.connect().await.expect("connect");
         let chunk = Bytes::from(vec![0x5a; BULK_CHUNK]);
         let started = Instant::now();

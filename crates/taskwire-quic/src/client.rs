@@ -153,8 +153,10 @@ impl QuicClient {
                 "0.0.0.0:0".parse().expect("literal")
             }
         });
-        let endpoint =
-            Endpoint::client(bind).map_err(|e| QuicError::Io(format!("binding {bind}: {e}")))?;
+        let endpoint = config
+            .limits
+            .bind(bind, None)
+            .map_err(|e| QuicError::Io(format!("binding {bind}: {e}")))?;
         Ok(QuicClient {
             endpoint,
             config,

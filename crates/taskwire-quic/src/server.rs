@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt as _;
 use prost::Message as _;
-use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
+use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use taskwire_codec::{CodecError, Flags, Frame, RawFrame};
 use taskwire_proto::WireMessage;
 use taskwire_proto::registry::SessionMessage;
@@ -208,8 +209,10 @@ impl QuicServer {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config.tls)
             .map_err(|e| QuicError::Tls(format!("the TLS configuration cannot serve QUIC: {e}")))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server_config.transport_config(config.limits.transport_config());
-        let endpoint = Endpoint::server(server_config, config.bind_addr)
+        server_config.transport_config(config.limits.server_transport_config());
+        let endpoint = config
+            .limits
+            .bind(config.bind_addr, Some(server_config))
             .map_err(|e| QuicError::Io(format!("binding {}: {e}", config.bind_addr)))?;
         let mut session = config.session;
         session.codecs = vec![Codec::Protobuf];
@@ -407,7 +410,7 @@ impl ServerHandle {
         };
         let drain = shared.limits.drain_timeout;
         for (connection, control, last) in &live {
-            connection.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(0));
+            connection.set_max_concurrent_bi_streams(VarInt::from_u32(0));
             let go_away = GoAway {
                 reason: GoAwayReason::Shutdown as i32,
                 message: "server shutting down".into(),
@@ -790,6 +793,7 @@ impl ServerConnection {
         } = self;
         live.served = true;
         let budget = Arc::new(AtomicU32::new(shared.limits.cheap_event_budget));
+        let mut credit = CallCredit::new(&shared.limits);
         let control = tokio::spawn(control_loop(
             connection.clone(),
             control_recv,
@@ -817,6 +821,7 @@ impl ServerConnection {
                 shared.calls.spawn(refuse_unread(send, recv));
                 continue;
             }
+            let in_flight = credit.call_started(&connection);
             let call = serve_call(
                 send,
                 recv,
@@ -826,7 +831,8 @@ impl ServerConnection {
                 Arc::clone(&budget),
                 connection.clone(),
                 client_max_frame_length,
-            );
+            )
+            .map(move |()| drop(in_flight));
             // Boxed: the call's future is about 2.7 KiB, and tokio keeps a spawned future
             // inline in its task, copying it in and rewriting that slot by value as the task
             // finishes. Behind a box, those copies move a pointer.
@@ -838,6 +844,45 @@ impl ServerConnection {
         control.abort();
         drop(live);
         drop(slot);
+    }
+}
+
+/// The stream credit a connection's peer has for calls: [`Limits::initial_call_credit`]
+/// at the handshake, raised to [`Limits::max_concurrent_calls`] once half of it is in
+/// use, so that an idle connection keeps quinn's per-slot state for a few slots and a
+/// busy one has them all after one round trip.
+struct CallCredit {
+    granted: u32,
+    max: u32,
+    in_flight: Arc<AtomicU32>,
+}
+
+/// One call counted in flight until dropped.
+struct InFlight(Arc<AtomicU32>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl CallCredit {
+    fn new(limits: &Limits) -> CallCredit {
+        let max = limits.max_concurrent_calls.max(1);
+        CallCredit {
+            granted: limits.initial_call_credit.clamp(1, max),
+            max,
+            in_flight: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    fn call_started(&mut self, connection: &Connection) -> InFlight {
+        let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.granted < self.max && in_flight.saturating_mul(2) >= self.granted {
+            self.granted = self.max;
+            connection.set_max_concurrent_bi_streams(VarInt::from_u32(self.granted));
+        }
+        InFlight(Arc::clone(&self.in_flight))
     }
 }
 

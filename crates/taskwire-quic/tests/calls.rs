@@ -867,3 +867,92 @@ async fn an_amplified_request_is_resource_exhausted_and_the_connection_goes_on()
         "the connection still serves"
     );
 }
+
+/// A new connection's peer gets 16 streams of credit, and more as calls come in: 200
+/// calls that each wait until all 200 are running at once complete, which they could not
+/// if the credit stayed at the handshake's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_credit_grows_from_the_initial_grant_to_the_call_limit() {
+    const CALLS: usize = 200;
+    let everyone = Arc::new(tokio::sync::Barrier::new(CALLS));
+    let mut router = Router::new();
+    router.unary(move |_ctx, ping: Ping| {
+        let everyone = Arc::clone(&everyone);
+        async move {
+            everyone.wait().await;
+            Ok(Pong {
+                nonce: ping.nonce,
+                sent_at: None,
+            })
+        }
+    });
+    let mut limits = Limits::default();
+    limits.initial_call_credit(16).max_concurrent_calls(256);
+    let pki = pki();
+    let server = start(&pki, limits, router);
+    let connection = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    let calls = (0..CALLS as u64).map(|nonce| {
+        let connection = connection.clone();
+        async move {
+            connection
+                .call(Ping {
+                    nonce,
+                    sent_at: None,
+                })
+                .await
+        }
+    });
+    let pongs = within(20, futures::future::join_all(calls)).await;
+    for (nonce, pong) in pongs.into_iter().enumerate() {
+        assert_eq!(pong.unwrap().nonce, nonce as u64);
+    }
+}
+
+/// The credit never passes the call limit: with a limit of 8, the ninth call waits for a
+/// slot instead of running alongside the other eight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_credit_stops_at_the_call_limit() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let mut router = Router::new();
+    let (counter, peak) = (Arc::clone(&running), Arc::clone(&most));
+    router.unary(move |_ctx, ping: Ping| {
+        let (counter, peak) = (Arc::clone(&counter), Arc::clone(&peak));
+        async move {
+            let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            counter.fetch_sub(1, Ordering::SeqCst);
+            Ok(Pong {
+                nonce: ping.nonce,
+                sent_at: None,
+            })
+        }
+    });
+    let mut limits = Limits::default();
+    limits.initial_call_credit(2).max_concurrent_calls(8);
+    let pki = pki();
+    let server = start(&pki, limits, router);
+    let connection = within(10, client(&pki, server.local_addr()).connect())
+        .await
+        .unwrap();
+    let calls = (0..40u64).map(|nonce| {
+        let connection = connection.clone();
+        async move {
+            connection
+                .call(Ping {
+                    nonce,
+                    sent_at: None,
+                })
+                .await
+        }
+    });
+    for pong in within(20, futures::future::join_all(calls)).await {
+        pong.unwrap();
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= 8, "{most} calls ran at once past a limit of 8");
+    assert!(most > 2, "the credit grew past the initial 2: {most}");
+}
