@@ -888,23 +888,7 @@ async fn stream_credit_grows_from_the_initial_grant_to_the_call_limit() {
     });
     let mut limits = Limits::default();
     limits.initial_call_credit(16).max_concurrent_calls(256);
-    let pki = pki();
-    let server = start(&pki, limits, router);
-    let connection = within(10, client(&pki, server.local_addr()).connect())
-        .await
-        .unwrap();
-    let calls = (0..CALLS as u64).map(|nonce| {
-        let connection = connection.clone();
-        async move {
-            connection
-                .call(Ping {
-                    nonce,
-                    sent_at: None,
-                })
-                .await
-        }
-    });
-    let pongs = within(20, futures::future::join_all(calls)).await;
+    let pongs = pings_at_once(limits, router, CALLS as u64).await;
     for (nonce, pong) in pongs.into_iter().enumerate() {
         assert_eq!(pong.unwrap().nonce, nonce as u64);
     }
@@ -933,12 +917,22 @@ async fn stream_credit_stops_at_the_call_limit() {
     });
     let mut limits = Limits::default();
     limits.initial_call_credit(2).max_concurrent_calls(8);
+    for pong in pings_at_once(limits, router, 40).await {
+        pong.unwrap();
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= 8, "{most} calls ran at once past a limit of 8");
+    assert!(most > 2, "the credit grew past the initial 2: {most}");
+}
+
+/// `n` Pings made at once on one connection to a server with `limits` and `router`.
+async fn pings_at_once(limits: Limits, router: Router, n: u64) -> Vec<Result<Pong, CallError>> {
     let pki = pki();
     let server = start(&pki, limits, router);
     let connection = within(10, client(&pki, server.local_addr()).connect())
         .await
         .unwrap();
-    let calls = (0..40u64).map(|nonce| {
+    let calls = (0..n).map(|nonce| {
         let connection = connection.clone();
         async move {
             connection
@@ -949,10 +943,5 @@ async fn stream_credit_stops_at_the_call_limit() {
                 .await
         }
     });
-    for pong in within(20, futures::future::join_all(calls)).await {
-        pong.unwrap();
-    }
-    let most = most.load(Ordering::SeqCst);
-    assert!(most <= 8, "{most} calls ran at once past a limit of 8");
-    assert!(most > 2, "the credit grew past the initial 2: {most}");
+    within(20, futures::future::join_all(calls)).await
 }
