@@ -197,6 +197,10 @@ pub trait Rpc: WireMessage {
     const METHOD: &'static str;
     /// How this rpc's messages travel.
     const SHAPE: CallShape;
+    /// Whether executing the call again changes nothing a caller relies on, so that it
+    /// may travel as TLS early data (QUIC 0-RTT), which an attacker can replay. Set by
+    /// the schema option `taskwire.options.v1.replay_safe`; default `false`.
+    const REPLAY_SAFE: bool = false;
     /// The response message (for streaming responses, the stream item). One-way rpcs
     /// declare `google.protobuf.Empty`, which never travels.
     type Response: prost::Message + Default + serde::Serialize + serde::de::DeserializeOwned;
@@ -224,6 +228,9 @@ pub struct RpcInfo {
     pub response_type_id: Option<u16>,
     /// How the rpc's messages travel.
     pub shape: CallShape,
+    /// Whether the schema marks the rpc safe to replay (`taskwire.options.v1.replay_safe`),
+    /// so that it may travel as TLS early data.
+    pub replay_safe: bool,
 }
 
 /// Every registered message, sorted by type id.

@@ -18,7 +18,7 @@ use taskwire_rpc::session::{
     Agreed, ClientSession, DEFAULT_MAX_CONCURRENT_CALLS, PROTOCOL_VERSION, agreed_from_frame,
 };
 use taskwire_rpc::{CallError, CallOptions, decode_answer, decode_status};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::codes;
 use crate::wire::{FrameReader, encode, encode_chunks, read_error, write, write_chunks};
@@ -138,8 +138,11 @@ impl QuicClient {
     /// # }
     /// ```
     pub fn new(config: ClientConfig) -> Result<QuicClient, QuicError> {
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::clone(&config.tls))
-            .map_err(|e| {
+        // A copy shares the session cache (an `Arc`) with the caller's config.
+        let mut tls = (*config.tls).clone();
+        tls.enable_early_data = config.limits.early_data;
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).map_err(|e| {
                 QuicError::Tls(format!(
                     "the TLS configuration cannot make QUIC connections: {e}"
                 ))
@@ -199,20 +202,9 @@ impl QuicClient {
     /// # }
     /// ```
     pub async fn connect(&self) -> Result<Connection, CallError> {
-        let connection = self.handshake().await?;
-        let negotiation = async {
-            let (send, mut reader) = self.send_hello(&connection).await?;
-            let agreed = read_answer(&mut reader).await?;
-            Ok::<_, CallError>((agreed, send, reader))
-        };
-        let (agreed, control_send, control_reader) =
-            tokio::time::timeout(self.config.limits.hello_timeout, negotiation)
-                .await
-                .map_err(|_| hello_timed_out())??;
-        let inner = self.inner(connection, control_send);
-        let _ = inner.agreed.set(agreed);
-        tokio::spawn(control_loop(Arc::downgrade(&inner), control_reader));
-        Ok(Connection { inner })
+        let (connection, negotiation) = self.connect_pipelined().await?;
+        negotiation.await?;
+        Ok(connection)
     }
 
     /// Makes a new connection and sends its Hello without waiting for the answer: calls
@@ -261,47 +253,48 @@ impl QuicClient {
     /// # }
     /// ```
     pub async fn connect_pipelined(&self) -> Result<(Connection, Negotiation), CallError> {
-        let connection = self.handshake().await?;
-        let (control_send, mut reader) = tokio::time::timeout(
-            self.config.limits.hello_timeout,
-            self.send_hello(&connection),
+        let (connection, early) = self.handshake().await?;
+        let limits = self.config.limits;
+        let mut hello = BytesMut::new();
+        encode(
+            &Frame::new(SessionMessage::from(
+                self.config.session.hello(Codec::Protobuf),
+            )),
+            limits.max_hello_length,
+            &mut hello,
+        )?;
+        let hello = hello.freeze();
+        let (control_send, reader) = tokio::time::timeout(
+            limits.hello_timeout,
+            send_hello(&connection, hello.clone(), limits.max_frame_length),
         )
         .await
         .map_err(|_| hello_timed_out())??;
-        let inner = self.inner(connection, control_send);
+        let state = if early.is_some() {
+            EarlyData::Pending
+        } else {
+            EarlyData::NotSent
+        };
+        let (handshake_tx, handshake_rx) = watch::channel(state);
+        let inner = self.inner(connection, control_send, handshake_rx);
         let (tx, rx) = oneshot::channel();
-        let hello_timeout = self.config.limits.hello_timeout;
-        let weak = Arc::downgrade(&inner);
-        tokio::spawn(async move {
-            let answer = tokio::time::timeout(hello_timeout, read_answer(&mut reader))
-                .await
-                .unwrap_or_else(|_| Err(hello_timed_out()));
-            let Some(inner) = weak.upgrade() else {
-                let _ = tx.send(answer);
-                return;
-            };
-            match answer {
-                Ok(agreed) => {
-                    let _ = inner.agreed.set(agreed);
-                    drop(inner);
-                    let _ = tx.send(Ok(agreed));
-                    control_loop(weak, reader).await;
-                }
-                Err(error) => {
-                    // A refusing server closes the connection itself; any other failure
-                    // leaves a session that can never be agreed.
-                    inner
-                        .connection
-                        .close(codes::CLOSE_PROTOCOL_VIOLATION, b"no session agreed");
-                    let _ = tx.send(Err(error));
-                }
-            }
-        });
+        let negotiate = Negotiate {
+            inner: Arc::downgrade(&inner),
+            reader,
+            hello,
+            limits,
+            handshake: handshake_tx,
+        };
+        tokio::spawn(negotiate.run(early, tx));
         Ok((Connection { inner }, Negotiation { answer: rx }))
     }
 
-    /// The QUIC and TLS handshakes, within the handshake timeout.
-    async fn handshake(&self) -> Result<quinn::Connection, CallError> {
+    /// The QUIC and TLS handshakes, within the handshake timeout; or, for a connection
+    /// that resumes a session with early data, the connection at once and the future of
+    /// the server's verdict on its early data.
+    async fn handshake(
+        &self,
+    ) -> Result<(quinn::Connection, Option<quinn::ZeroRttAccepted>), CallError> {
         let connecting = self
             .endpoint
             .connect_with(
@@ -312,7 +305,11 @@ impl QuicClient {
             .map_err(|e| {
                 CallError::Unavailable(format!("connecting to {}: {e}", self.config.server_addr))
             })?;
-        tokio::time::timeout(self.config.limits.handshake_timeout, connecting)
+        let connecting = match connecting.into_0rtt() {
+            Ok((connection, accepted)) => return Ok((connection, Some(accepted))),
+            Err(connecting) => connecting,
+        };
+        let connection = tokio::time::timeout(self.config.limits.handshake_timeout, connecting)
             .await
             .map_err(|_| {
                 CallError::Unavailable(format!(
@@ -325,33 +322,19 @@ impl QuicClient {
                     "TLS handshake with {}: {e}",
                     self.config.server_addr
                 ))
-            })
+            })?;
+        Ok((connection, None))
     }
 
-    /// Opens the control stream and writes the Hello on it.
-    async fn send_hello(
+    fn inner(
         &self,
-        connection: &quinn::Connection,
-    ) -> Result<(SendStream, FrameReader), CallError> {
-        let limits = self.config.limits;
-        let (mut send, recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| CallError::Unavailable(format!("opening the control stream: {e}")))?;
-        let mut bytes = BytesMut::new();
-        let hello = self.config.session.hello(Codec::Protobuf);
-        encode(
-            &Frame::new(SessionMessage::from(hello)),
-            limits.max_hello_length,
-            &mut bytes,
-        )?;
-        write(&mut send, bytes.freeze(), false).await?;
-        Ok((send, FrameReader::new(recv, limits.max_frame_length, false)))
-    }
-
-    fn inner(&self, connection: quinn::Connection, control: SendStream) -> Arc<Inner> {
+        connection: quinn::Connection,
+        control: SendStream,
+        handshake: watch::Receiver<EarlyData>,
+    ) -> Arc<Inner> {
         Arc::new(Inner {
             connection,
+            handshake,
             agreed: OnceLock::new(),
             next_request_id: AtomicU64::new(1),
             going_away: AtomicBool::new(false),
@@ -486,6 +469,130 @@ impl QuicClient {
 }
 
 /// Reads the server's answer to the Hello.
+/// Opens the control stream and writes the encoded Hello on it.
+async fn send_hello(
+    connection: &quinn::Connection,
+    hello: Bytes,
+    max_frame_length: u32,
+) -> Result<(SendStream, FrameReader), CallError> {
+    let (mut send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| CallError::Unavailable(format!("opening the control stream: {e}")))?;
+    write(&mut send, hello, false).await?;
+    Ok((send, FrameReader::new(recv, max_frame_length, false)))
+}
+
+/// What became of a connection's TLS early data (QUIC 0-RTT); see
+/// [`Limits::early_data`](crate::Limits::early_data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EarlyData {
+    /// None was sent: the connection did not resume a session that allows it, or early
+    /// data is off. The handshake was complete before the connection was returned.
+    NotSent,
+    /// Sent; the handshake is under way. Calls that are not replay-safe wait for it.
+    Pending,
+    /// Sent and accepted by the server; the handshake is complete.
+    Accepted,
+    /// Sent and rejected by the server (for example, it restarted and lost its session
+    /// tickets): it saw none of it, so the Hello and the replay-safe calls in it were sent
+    /// again once the handshake completed.
+    Rejected,
+}
+
+/// A new connection's negotiation, in its own task: it waits for the server's verdict on
+/// early data (sending the Hello again if it was rejected), then for the answer to the
+/// Hello, then reads the control stream.
+struct Negotiate {
+    inner: Weak<Inner>,
+    reader: FrameReader,
+    hello: Bytes,
+    limits: Limits,
+    handshake: watch::Sender<EarlyData>,
+}
+
+impl Negotiate {
+    async fn run(
+        mut self,
+        early: Option<quinn::ZeroRttAccepted>,
+        answer_to: oneshot::Sender<Result<Agreed, CallError>>,
+    ) {
+        if let Some(accepted) = early
+            && let Err(error) = self.settle_early_data(accepted).await
+        {
+            if let Some(inner) = self.inner.upgrade() {
+                inner
+                    .connection
+                    .close(codes::CLOSE_NO_ERROR, b"the TLS handshake failed");
+            }
+            let _ = answer_to.send(Err(error));
+            return;
+        }
+        let answer = tokio::time::timeout(self.limits.hello_timeout, read_answer(&mut self.reader))
+            .await
+            .unwrap_or_else(|_| Err(hello_timed_out()));
+        let Some(inner) = self.inner.upgrade() else {
+            let _ = answer_to.send(answer);
+            return;
+        };
+        match answer {
+            Ok(agreed) => {
+                let _ = inner.agreed.set(agreed);
+                drop(inner);
+                let _ = answer_to.send(Ok(agreed));
+                control_loop(self.inner, self.reader).await;
+            }
+            Err(error) => {
+                // A refusing server closes the connection itself; any other failure
+                // leaves a session that can never be agreed.
+                inner
+                    .connection
+                    .close(codes::CLOSE_PROTOCOL_VIOLATION, b"no session agreed");
+                let _ = answer_to.send(Err(error));
+            }
+        }
+    }
+
+    /// Waits for the handshake of a connection that sent early data. If the server
+    /// rejected it, the Hello is sent again on a new control stream before any held call
+    /// may open its stream, so the control stream is still the first one the server sees.
+    async fn settle_early_data(
+        &mut self,
+        accepted: quinn::ZeroRttAccepted,
+    ) -> Result<(), CallError> {
+        let accepted = tokio::time::timeout(self.limits.handshake_timeout, accepted)
+            .await
+            .map_err(|_| CallError::Unavailable("the TLS handshake timed out".into()))?;
+        let inner = self
+            .inner
+            .upgrade()
+            .ok_or_else(|| CallError::Unavailable("the connection was dropped".into()))?;
+        if let Some(reason) = inner.connection.close_reason() {
+            return Err(CallError::Unavailable(format!("TLS handshake: {reason}")));
+        }
+        if accepted {
+            let _ = self.handshake.send(EarlyData::Accepted);
+            return Ok(());
+        }
+        tracing::debug!("the server rejected early data; sending the Hello again");
+        let (send, reader) = tokio::time::timeout(
+            self.limits.hello_timeout,
+            send_hello(
+                &inner.connection,
+                self.hello.clone(),
+                self.limits.max_frame_length,
+            ),
+        )
+        .await
+        .map_err(|_| hello_timed_out())??;
+        *inner.control.lock().await = send;
+        self.reader = reader;
+        let _ = self.handshake.send(EarlyData::Rejected);
+        Ok(())
+    }
+}
+
 async fn read_answer(reader: &mut FrameReader) -> Result<Agreed, CallError> {
     let frame = reader.next().await.map_err(read_error)?.ok_or_else(|| {
         CallError::Unavailable(
@@ -534,6 +641,8 @@ impl Future for Negotiation {
 
 struct Inner {
     connection: quinn::Connection,
+    /// Calls that are not replay-safe wait for the handshake; see [`EarlyData`].
+    handshake: watch::Receiver<EarlyData>,
     /// Set once the server's Negotiated arrives; before that (a pipelined connection),
     /// calls are held to [`BEFORE_NEGOTIATED`].
     agreed: OnceLock<Agreed>,
@@ -548,6 +657,28 @@ struct Inner {
 impl Inner {
     fn agreed(&self) -> Agreed {
         self.agreed.get().copied().unwrap_or(BEFORE_NEGOTIATED)
+    }
+
+    /// Whether what is sent now travels as early data.
+    fn in_early_data(&self) -> bool {
+        *self.handshake.borrow() == EarlyData::Pending
+    }
+
+    /// Waits for the handshake if early data is being sent; at once otherwise.
+    async fn handshake_settled(&self) {
+        if self.in_early_data() {
+            self.early_data_rejected().await;
+        }
+    }
+
+    /// Waits until the handshake is over (or the connection has failed, which the next
+    /// use of it reports), and says whether the server rejected the early data.
+    async fn early_data_rejected(&self) -> bool {
+        let mut handshake = self.handshake.clone();
+        handshake
+            .wait_for(|state| *state != EarlyData::Pending)
+            .await
+            .is_ok_and(|state| *state == EarlyData::Rejected)
     }
 }
 
@@ -657,6 +788,11 @@ impl Connection {
         self.inner.agreed()
     }
 
+    /// What became of the connection's early data, so far.
+    pub fn early_data(&self) -> EarlyData {
+        *self.inner.handshake.borrow()
+    }
+
     /// Whether new calls can be made: the connection is open and the server has not
     /// sent GoAway.
     pub fn is_usable(&self) -> bool {
@@ -705,6 +841,8 @@ impl Connection {
             u32::MAX,
             &mut bytes,
         )?;
+        // The control stream's early data is lost if the server rejects it.
+        self.inner.handshake_settled().await;
         let started = Instant::now();
         self.inner
             .control
@@ -735,14 +873,26 @@ impl Connection {
     }
 
     /// Opens a call's stream and writes its opening frames; `end` marks the request as
-    /// the last frame the client sends.
+    /// the last frame the client sends. Waits for the handshake first: only unary calls
+    /// that are replay-safe travel as early data (see [`unary`](Self::unary)).
     async fn open<M: MessageSet>(
         &self,
         first: M,
         options: &CallOptions,
         end: bool,
     ) -> Result<CallStream, CallError> {
-        self.check_usable()?;
+        let chunks = self.encode_call(first, options, end)?;
+        self.inner.handshake_settled().await;
+        self.open_encoded(chunks, end).await
+    }
+
+    /// A call's opening frames: its header, if it has options, and its first message.
+    fn encode_call<M: MessageSet>(
+        &self,
+        first: M,
+        options: &CallOptions,
+        end: bool,
+    ) -> Result<Vec<Bytes>, CallError> {
         let max = self.inner.agreed().max_frame_length;
         let request_id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
         let mut chunks = Vec::new();
@@ -759,6 +909,16 @@ impl Connection {
             Frame::new(first)
         };
         encode_chunks(&frame, max, &mut chunks)?;
+        Ok(chunks)
+    }
+
+    /// Opens a call's stream and writes the encoded opening frames.
+    async fn open_encoded(
+        &self,
+        mut chunks: Vec<Bytes>,
+        end: bool,
+    ) -> Result<CallStream, CallError> {
+        self.check_usable()?;
         let (mut send, recv) = self.inner.connection.open_bi().await.map_err(unavailable)?;
         write_chunks(&mut send, &mut chunks, end).await?;
         chunks.clear();
@@ -790,7 +950,7 @@ impl Connection {
         R: Rpc,
         R::Response: WireMessage,
     {
-        self.unary(request, options).await
+        self.unary(request, options, R::REPLAY_SAFE).await
     }
 
     /// A unary call whose types are known only at run time, such as a request parsed
@@ -814,28 +974,48 @@ impl Connection {
         request: M,
         options: CallOptions,
     ) -> Result<M, CallError> {
-        self.unary(request, options).await
+        let replay_safe = taskwire_proto::registry::rpc_by_request(request.type_id())
+            .is_some_and(|rpc| rpc.replay_safe);
+        self.unary(request, options, replay_safe).await
     }
 
+    /// A unary call. On a resumed connection whose handshake is still under way, a
+    /// `replay_safe` call goes out at once as early data; if the server then rejects the
+    /// early data, it never saw the call, which is sent again after the handshake. Any
+    /// other call waits for the handshake.
     async fn unary<Q: MessageSet, A: MessageSet>(
         &self,
         request: Q,
         options: CallOptions,
+        replay_safe: bool,
     ) -> Result<A, CallError> {
         let call = async {
-            let mut stream = self.open(request, &options, true).await?;
-            let frame = stream
-                .reader
-                .next()
-                .await
-                .map_err(read_error)?
-                .ok_or_else(|| {
-                    CallError::Unavailable("the stream ended without an answer".into())
-                })?;
-            stream.done = true;
-            decode_answer::<A>(frame)
+            let chunks = self.encode_call(request, &options, true)?;
+            let early = replay_safe && self.inner.in_early_data();
+            if !early {
+                self.inner.handshake_settled().await;
+            }
+            match self.answer(chunks.clone()).await {
+                Err(_) if early && self.inner.early_data_rejected().await => {
+                    self.answer(chunks).await
+                }
+                answered => answered,
+            }
         };
         with_timeout(options.get_timeout(), call).await
+    }
+
+    /// Sends a unary call's encoded request and reads its answer.
+    async fn answer<A: MessageSet>(&self, chunks: Vec<Bytes>) -> Result<A, CallError> {
+        let mut stream = self.open_encoded(chunks, true).await?;
+        let frame = stream
+            .reader
+            .next()
+            .await
+            .map_err(read_error)?
+            .ok_or_else(|| CallError::Unavailable("the stream ended without an answer".into()))?;
+        stream.done = true;
+        decode_answer::<A>(frame)
     }
 
     /// A one-way call: sent, and not answered.

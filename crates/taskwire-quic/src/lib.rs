@@ -89,8 +89,8 @@ mod server;
 mod wire;
 
 pub use client::{
-    BidiStream, ClientConfig, ClientStream, Connection, Negotiation, QuicClient, ReconnectPolicy,
-    ResponseStream, send_request,
+    BidiStream, ClientConfig, ClientStream, Connection, EarlyData, Negotiation, QuicClient,
+    ReconnectPolicy, ResponseStream, send_request,
 };
 pub use limits::Limits;
 pub use server::{

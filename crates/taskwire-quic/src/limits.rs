@@ -33,6 +33,7 @@ pub struct Limits {
     pub(crate) max_udp_payload_size: u16,
     pub(crate) socket_buffer_size: usize,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) early_data: bool,
     pub(crate) retry_threshold: usize,
     pub(crate) hello_timeout: Duration,
     pub(crate) idle_timeout: Duration,
@@ -57,6 +58,7 @@ impl Default for Limits {
             max_udp_payload_size: ETHERNET_UDP_PAYLOAD,
             socket_buffer_size: 2 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            early_data: true,
             retry_threshold: Self::default_retry_threshold(),
             hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
@@ -123,6 +125,23 @@ impl Limits {
     /// 22 KiB.
     pub fn initial_call_credit(&mut self, value: u32) -> &mut Self {
         self.initial_call_credit = value;
+        self
+    }
+
+    /// Whether connections that resume a TLS session use early data (QUIC 0-RTT). A client
+    /// sends its Hello and its replay-safe calls
+    /// ([`Rpc::REPLAY_SAFE`](taskwire_proto::Rpc::REPLAY_SAFE)) in the first flight of a
+    /// resumed connection and holds every other call until the handshake completes; if
+    /// the server rejects the early data, those calls and the Hello are sent again after
+    /// the handshake, unseen by the caller. A server accepts early data only on sessions
+    /// from its own stateful, single-use tickets (the session stores of `taskwire_tls`
+    /// and rustls's default), and answers any call in it that is not replay-safe with
+    /// `UNAVAILABLE` without running it (`docs/protocol.md` §13). Default `true`.
+    ///
+    /// Memory: nothing beyond the TLS session caches (rustls keeps 256 sessions, 1–2 KiB
+    /// each, on either side); early data is held within the usual stream windows.
+    pub fn early_data(&mut self, value: bool) -> &mut Self {
+        self.early_data = value;
         self
     }
 

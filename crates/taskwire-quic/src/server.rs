@@ -24,7 +24,7 @@ use taskwire_rpc::{
     CallContext, ConnectionSlot, ConnectionSlots, Dispatch, PeerInfo, RequestSender, Router, Status,
 };
 use taskwire_tls::PeerIdentity;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -206,7 +206,14 @@ impl QuicServer {
     /// # }
     /// ```
     pub fn new(config: ServerConfig) -> Result<QuicServer, QuicError> {
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config.tls)
+        let mut tls = (*config.tls).clone();
+        // QUIC allows only "none" or "unbounded" here; the stream windows bound it.
+        tls.max_early_data_size = if config.limits.early_data {
+            u32::MAX
+        } else {
+            0
+        };
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))
             .map_err(|e| QuicError::Tls(format!("the TLS configuration cannot serve QUIC: {e}")))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(config.limits.server_transport_config());
@@ -578,11 +585,32 @@ async fn handshake(
 ) -> Result<ServerConnection, String> {
     let limits = shared.limits;
     let connecting = incoming.accept().map_err(|e| format!("accepting: {e}"))?;
-    let connection = tokio::time::timeout(limits.handshake_timeout, connecting)
-        .await
-        .map_err(|_| "TLS handshake timed out".to_owned())?
-        .map_err(|e| format!("TLS handshake: {e}"))?;
-    drop(handshaking);
+    let (connection, mut handshake) =
+        start_handshake(connecting, handshaking, limits.handshake_timeout).await?;
+
+    let close = |code, reason: &str| {
+        shared
+            .stats
+            .connections_closed_for_cause
+            .fetch_add(1, Ordering::Relaxed);
+        connection.close(code, reason.as_bytes());
+        reason.to_owned()
+    };
+    let Some((control_send, control_recv, hello_deadline)) =
+        accept_hello_stream(&connection, &mut handshake, limits.hello_timeout).await?
+    else {
+        return Err(close(
+            codes::CLOSE_HELLO_TIMEOUT,
+            "no Hello before the deadline",
+        ));
+    };
+    // A Hello in early data comes from a resumed session, whose client certificate (if
+    // any) rustls restored from the ticket; any other waits for the handshake, which
+    // proves the certificate.
+    let early = control_recv.is_0rtt();
+    if !early {
+        handshake_completed(&connection, &mut handshake).await?;
+    }
     let identity = connection
         .peer_identity()
         .and_then(|any| {
@@ -595,25 +623,6 @@ async fn handshake(
                 .and_then(|leaf| PeerIdentity::from_certificate(leaf).ok())
         })
         .map(Arc::new);
-
-    let close = |code, reason: &str| {
-        shared
-            .stats
-            .connections_closed_for_cause
-            .fetch_add(1, Ordering::Relaxed);
-        connection.close(code, reason.as_bytes());
-        reason.to_owned()
-    };
-    let hello_deadline = Instant::now() + limits.hello_timeout;
-    let Ok(stream) = tokio::time::timeout_at(hello_deadline.into(), connection.accept_bi()).await
-    else {
-        return Err(close(
-            codes::CLOSE_HELLO_TIMEOUT,
-            "no Hello before the deadline",
-        ));
-    };
-    let (control_send, control_recv) =
-        stream.map_err(|e| format!("waiting for the Hello stream: {e}"))?;
     let mut reader = FrameReader::new(control_recv, limits.max_hello_length, true);
     let first = match tokio::time::timeout_at(hello_deadline.into(), reader.next()).await {
         Err(_) => {
@@ -770,6 +779,83 @@ async fn handshake(
         last_accepted,
         client_max_frame_length,
     })
+}
+
+/// Starts serving a connection before its handshake completes, so that a resumed
+/// client's early data (its Hello and replay-safe calls) is answered in the server's
+/// first flight. The receiver turns `true` when the handshake completes; its sender is
+/// dropped if it fails, and a handshake that is not complete in time closes the
+/// connection.
+async fn start_handshake(
+    connecting: quinn::Connecting,
+    handshaking: Handshaking,
+    timeout: Duration,
+) -> Result<(Connection, watch::Receiver<bool>), String> {
+    match connecting.into_0rtt() {
+        Ok((connection, completed)) => {
+            let (tx, rx) = watch::channel(false);
+            let watched = connection.clone();
+            tokio::spawn(async move {
+                let _handshaking = handshaking;
+                // quinn's answer is whether early data was accepted, and `false` on
+                // failure too: the connection's state tells them apart.
+                match tokio::time::timeout(timeout, completed).await {
+                    Ok(_) if watched.close_reason().is_none() => drop(tx.send(true)),
+                    Ok(_) => {}
+                    Err(_) => watched.close(codes::CLOSE_NO_ERROR, b"TLS handshake timed out"),
+                }
+            });
+            Ok((connection, rx))
+        }
+        // quinn lets every server connection go on early; kept for a quinn that does not.
+        Err(connecting) => {
+            let connection = tokio::time::timeout(timeout, connecting)
+                .await
+                .map_err(|_| "TLS handshake timed out".to_owned())?
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            drop(handshaking);
+            Ok((connection, watch::channel(true).1))
+        }
+    }
+}
+
+/// Waits for the TLS handshake to complete.
+async fn handshake_completed(
+    connection: &Connection,
+    handshake: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    if handshake.wait_for(|done| *done).await.is_ok() {
+        return Ok(());
+    }
+    Err(match connection.close_reason() {
+        Some(reason) => format!("TLS handshake: {reason}"),
+        None => "TLS handshake timed out".to_owned(),
+    })
+}
+
+/// The control stream and the deadline for its Hello, which runs from the end of the
+/// handshake, or from the stream's arrival if it came first, as early data; `None` if
+/// no stream came before the deadline.
+async fn accept_hello_stream(
+    connection: &Connection,
+    handshake: &mut watch::Receiver<bool>,
+    hello_timeout: Duration,
+) -> Result<Option<(SendStream, RecvStream, Instant)>, String> {
+    let mut accept = pin!(connection.accept_bi());
+    let stream = tokio::select! {
+        stream = &mut accept => Some(stream),
+        () = handshake_completed(connection, handshake).map(drop) => None,
+    };
+    let deadline = Instant::now() + hello_timeout;
+    let stream = match stream {
+        Some(stream) => stream,
+        None => match tokio::time::timeout_at(deadline.into(), accept).await {
+            Ok(stream) => stream,
+            Err(_) => return Ok(None),
+        },
+    };
+    let (send, recv) = stream.map_err(|e| format!("waiting for the Hello stream: {e}"))?;
+    Ok(Some((send, recv, deadline)))
 }
 
 impl ServerConnection {
@@ -1010,6 +1096,7 @@ async fn serve_call(
     client_max_frame_length: u32,
 ) {
     let limits = shared.limits;
+    let early_data = recv.is_0rtt();
     let mut reader = FrameReader::new(recv, limits.max_frame_length, false);
     let received = Instant::now();
     // The call is an optional CallHeader, then the first request frame.
@@ -1041,6 +1128,7 @@ async fn serve_call(
         }
         header_seen = true;
     };
+    context.early_data = early_data;
     shared.stats.calls_started.fetch_add(1, Ordering::Relaxed);
     let type_id = first.type_id;
     let request_id = context.request_id;

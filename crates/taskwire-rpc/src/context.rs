@@ -87,6 +87,10 @@ pub struct CallContext {
     pub idempotency_key: String,
     /// Application metadata from the call header.
     pub metadata: BTreeMap<String, String>,
+    /// Whether the call arrived as TLS early data (QUIC 0-RTT) on a resumed connection,
+    /// which an on-path attacker can replay. Set by the transport; the router refuses
+    /// such calls unless their rpc is replay-safe.
+    pub early_data: bool,
 }
 
 impl CallContext {
@@ -100,6 +104,7 @@ impl CallContext {
             trace: TraceContext::default(),
             idempotency_key: String::new(),
             metadata: BTreeMap::new(),
+            early_data: false,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Handlers by request type, for every call shape.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -77,6 +77,8 @@ impl Handler {
 #[derive(Clone)]
 pub struct Router {
     handlers: HashMap<u16, Handler>,
+    /// Request types of routed rpcs marked safe to replay, which may arrive as early data.
+    replay_safe: HashSet<u16>,
     authorize: Option<Arc<AuthorizeFn>>,
     buffers: Arc<TenantBudget>,
 }
@@ -85,6 +87,7 @@ impl Default for Router {
     fn default() -> Self {
         Router {
             handlers: HashMap::new(),
+            replay_safe: HashSet::new(),
             authorize: None,
             buffers: TenantBudget::buffered_frames(),
         }
@@ -145,7 +148,20 @@ impl Router {
         self.handlers.get(&type_id).map(Handler::shape)
     }
 
-    fn insert(&mut self, type_id: u16, handler: Handler) -> &mut Router {
+    /// Whether a call opening with `type_id` may be executed when it arrived as TLS early
+    /// data: its rpc is routed and marked safe to replay ([`Rpc::REPLAY_SAFE`]), or it is
+    /// the built-in `Ping`.
+    pub fn is_replay_safe(&self, type_id: u16) -> bool {
+        self.replay_safe.contains(&type_id)
+            || (type_id == Ping::TYPE_ID && !self.handlers.contains_key(&type_id))
+    }
+
+    fn insert(&mut self, type_id: u16, handler: Handler, replay_safe: bool) -> &mut Router {
+        if replay_safe {
+            self.replay_safe.insert(type_id);
+        } else {
+            self.replay_safe.remove(&type_id);
+        }
         if self.handlers.insert(type_id, handler).is_some() {
             tracing::warn!(
                 type_id,
@@ -192,7 +208,11 @@ impl Router {
         F: Fn(CallContext, R) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R::Response, Status>> + Send + 'static,
     {
-        self.route_unary::<R, R::Response, F, Fut>(handler)
+        self.route_unary::<R, R::Response, F, Fut>(handler);
+        if R::REPLAY_SAFE {
+            self.replay_safe.insert(R::TYPE_ID);
+        }
+        self
     }
 
     /// Routes a unary call from `Req` to `Resp` for messages without a schema `service`,
@@ -209,7 +229,7 @@ impl Router {
             let handler = Arc::clone(&handler);
             contained(async move { Ok(encode(handler(ctx, decode::<Req>(body)?).await?)) }).boxed()
         });
-        self.insert(Req::TYPE_ID, Handler::Unary(erased))
+        self.insert(Req::TYPE_ID, Handler::Unary(erased), false)
     }
 
     /// Routes the one-way rpc whose request is `R`: nothing is sent back.
@@ -234,7 +254,7 @@ impl Router {
             })
             .boxed()
         });
-        self.insert(R::TYPE_ID, Handler::OneWay(erased))
+        self.insert(R::TYPE_ID, Handler::OneWay(erased), R::REPLAY_SAFE)
     }
 
     /// Routes the server-streaming rpc whose request is `R`: the handler sends items into
@@ -252,7 +272,7 @@ impl Router {
             contained(async move { handler(ctx, decode::<R>(body)?, ResponseSink::new(out)).await })
                 .boxed()
         });
-        self.insert(R::TYPE_ID, Handler::ServerStreaming(erased))
+        self.insert(R::TYPE_ID, Handler::ServerStreaming(erased), R::REPLAY_SAFE)
     }
 
     /// Routes the client-streaming rpc whose stream item is `R`: the handler reads the
@@ -270,7 +290,7 @@ impl Router {
             contained(async move { Ok(encode(handler(ctx, RequestStream::new(frames)).await?)) })
                 .boxed()
         });
-        self.insert(R::TYPE_ID, Handler::ClientStreaming(erased))
+        self.insert(R::TYPE_ID, Handler::ClientStreaming(erased), R::REPLAY_SAFE)
     }
 
     /// Routes bidirectional streams that open with a `First` message, carrying messages of
@@ -296,7 +316,7 @@ impl Router {
             })
             .boxed()
         });
-        self.insert(First::TYPE_ID, Handler::Bidi(erased))
+        self.insert(First::TYPE_ID, Handler::Bidi(erased), false)
     }
 
     /// Starts the call whose first frame (after any call header) is `first`.
@@ -305,8 +325,11 @@ impl Router {
     /// conversation the connection did not negotiate is refused (`PROTOCOL_VIOLATION`);
     /// `taskwire.session.v1.Ping` is answered with its `Pong` unless a handler is
     /// registered for it; a call without a handler is `UNIMPLEMENTED`; a call whose
-    /// deadline has already passed is `DEADLINE_EXCEEDED`, and its handler never runs;
-    /// then the [`authorize`](Router::authorize) hook decides.
+    /// deadline has already passed is `DEADLINE_EXCEEDED`, and its handler never runs; a
+    /// call that arrived as TLS early data ([`CallContext::early_data`]) and is not
+    /// [replay-safe](Router::is_replay_safe) is `UNAVAILABLE` without running, so the
+    /// client may send it again once the handshake is complete; then the
+    /// [`authorize`](Router::authorize) hook decides.
     pub fn dispatch(&self, context: CallContext, first: RawFrame) -> Dispatch {
         let type_id = first.type_id;
         let info = registry::by_type_id(type_id);
@@ -321,6 +344,7 @@ impl Router {
         }
         let Some(handler) = self.handlers.get(&type_id) else {
             if type_id == Ping::TYPE_ID {
+                // Ping is replay-safe: answering it again changes nothing.
                 return answer_ping(first.body);
             }
             let name = info.map_or("an unregistered message", |info| info.name);
@@ -335,6 +359,13 @@ impl Router {
             return Dispatch::Rejected(Status::deadline_exceeded(
                 "the call's deadline had passed when it arrived",
             ));
+        }
+        if context.early_data && !self.is_replay_safe(type_id) {
+            let name = info.map_or("an extension message", |info| info.name);
+            return Dispatch::Rejected(Status::unavailable(format!(
+                "{name} ({type_id:#06x}) arrived as early data (0-RTT), which can be replayed, \
+                 and is not marked replay-safe; send it again after the handshake"
+            )));
         }
         if let Some(authorize) = &self.authorize
             && let Err(status) = authorize(&context, type_id)

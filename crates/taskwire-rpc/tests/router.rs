@@ -134,3 +134,64 @@ fn statuses_round_trip_through_the_wire_message_with_retry_advice() {
     assert_eq!(back.code(), StatusCode::Unknown);
     assert!(back.message().contains("999"), "{back}");
 }
+
+fn checkpoints(ran: &Arc<std::sync::atomic::AtomicUsize>) -> Router {
+    use taskwire_proto::instance::v1::{
+        CheckpointRequest, CheckpointResponse, GetCheckpointRequest, GetCheckpointResponse,
+    };
+    let mut router = Router::new();
+    let counter = Arc::clone(ran);
+    router.unary(move |_ctx, _: CheckpointRequest| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Ok(CheckpointResponse::default()) }
+    });
+    let counter = Arc::clone(ran);
+    router.unary(move |_ctx, _: GetCheckpointRequest| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Ok(GetCheckpointResponse::default()) }
+    });
+    router
+}
+
+#[test]
+fn a_call_not_marked_replay_safe_is_unavailable_as_early_data_and_never_runs() {
+    use taskwire_proto::instance::v1::CheckpointRequest;
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let router = checkpoints(&ran);
+    assert!(!router.is_replay_safe(CheckpointRequest::TYPE_ID));
+    let mut early = context();
+    early.early_data = true;
+    let request = RawFrame::encode(&Frame::new(CheckpointRequest::default()));
+    let status = rejected(router.dispatch(early, request));
+    assert_eq!(status.code(), StatusCode::Unavailable);
+    assert!(
+        status
+            .message()
+            .contains("taskwire.instance.v1.CheckpointRequest")
+            && status.message().contains("early data"),
+        "{status}"
+    );
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn replay_safe_calls_and_ping_run_as_early_data() {
+    use taskwire_proto::instance::v1::GetCheckpointRequest;
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let router = checkpoints(&ran);
+    assert!(router.is_replay_safe(GetCheckpointRequest::TYPE_ID));
+    assert!(router.is_replay_safe(Ping::TYPE_ID), "the built-in Ping");
+    let mut early = context();
+    early.early_data = true;
+    let request = RawFrame::encode(&Frame::new(GetCheckpointRequest::default()));
+    let Dispatch::Unary(run) = router.dispatch(early.clone(), request) else {
+        panic!("not unary")
+    };
+    run.await.unwrap();
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let ping = RawFrame::encode(&Frame::new(Ping::default()));
+    let Dispatch::Unary(run) = router.dispatch(early, ping) else {
+        panic!("not unary")
+    };
+    assert_eq!(run.await.unwrap().type_id, Pong::TYPE_ID);
+}

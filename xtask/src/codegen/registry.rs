@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor};
+use prost_reflect::{DescriptorPool, ExtensionDescriptor, MessageDescriptor, MethodDescriptor};
 
 use super::HEADER;
 
@@ -84,6 +84,15 @@ const BOXED_IN_ENUMS: &[&str] = &[
 
 const TYPE_ID_OPTION: &str = "taskwire.options.v1.type_id";
 const ONE_WAY_OPTION: &str = "taskwire.options.v1.one_way";
+const REPLAY_SAFE_OPTION: &str = "taskwire.options.v1.replay_safe";
+
+/// One rpc of a `service` block and the options the generator reads.
+struct RpcEntry {
+    path: String,
+    method: MethodDescriptor,
+    one_way: bool,
+    replay_safe: bool,
+}
 
 struct Entry {
     type_id: u16,
@@ -132,6 +141,13 @@ pub(super) fn generate(pool: &DescriptorPool) -> Result<Registry, String> {
     let one_way_ext = pool
         .get_extension_by_name(ONE_WAY_OPTION)
         .ok_or_else(|| format!("option {ONE_WAY_OPTION} is not defined in proto/"))?;
+    let replay_safe_ext = pool
+        .get_extension_by_name(REPLAY_SAFE_OPTION)
+        .ok_or_else(|| format!("option {REPLAY_SAFE_OPTION} is not defined in proto/"))?;
+    let flag = |method: &MethodDescriptor, ext: &ExtensionDescriptor| {
+        method.options().has_extension(ext)
+            && method.options().get_extension(ext).as_bool() == Some(true)
+    };
 
     let mut errors = Vec::new();
     let mut by_conversation: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
@@ -202,9 +218,12 @@ pub(super) fn generate(pool: &DescriptorPool) -> Result<Registry, String> {
                     "{path}: request type {request} is already the request of {other}; give each rpc its own request message"
                 ));
             }
-            let one_way = method.options().has_extension(&one_way_ext)
-                && method.options().get_extension(&one_way_ext).as_bool() == Some(true);
-            rpcs.push((path, method, one_way));
+            rpcs.push(RpcEntry {
+                one_way: flag(&method, &one_way_ext),
+                replay_safe: flag(&method, &replay_safe_ext),
+                path,
+                method,
+            });
         }
     }
     for boxed in BOXED_IN_ENUMS {
@@ -250,9 +269,16 @@ pub(super) fn generate(pool: &DescriptorPool) -> Result<Registry, String> {
             spec.variant.to_lowercase()
         );
     }
-    let mut rpcs_table =
-        String::from("| method | request | response | shape |\n|---|---|---|---|\n");
-    for (path, method, one_way) in &rpcs {
+    let mut rpcs_table = String::from(
+        "| method | request | response | shape | replay-safe |\n|---|---|---|---|---|\n",
+    );
+    for RpcEntry {
+        path,
+        method,
+        one_way,
+        replay_safe,
+    } in &rpcs
+    {
         let shape = shape_name(*one_way, method);
         let request = if method.is_client_streaming() {
             format!("stream `{}`", method.input().full_name())
@@ -266,9 +292,10 @@ pub(super) fn generate(pool: &DescriptorPool) -> Result<Registry, String> {
         } else {
             format!("`{}`", method.output().full_name())
         };
+        let replay_safe = if *replay_safe { "yes" } else { "no" };
         let _ = writeln!(
             rpcs_table,
-            "| `{path}` | {request} | {response} | {shape} |"
+            "| `{path}` | {request} | {response} | {shape} | {replay_safe} |"
         );
     }
     Ok(Registry {
@@ -665,24 +692,31 @@ fn any_message_enum(out: &mut String, all: &BTreeMap<usize, Vec<Entry>>) {
     out.push_str("}\n");
 }
 
-fn rpc_impls(
-    out: &mut String,
-    rpcs: &[(String, MethodDescriptor, bool)],
-    ids: &HashMap<u16, String>,
-) {
+fn rpc_impls(out: &mut String, rpcs: &[RpcEntry], ids: &HashMap<u16, String>) {
     let id_of = |name: &str| {
         ids.iter()
             .find(|(_, n)| n.as_str() == name)
             .map(|(id, _)| *id)
     };
     let mut rows = Vec::new();
-    for (path, method, one_way) in rpcs {
+    for RpcEntry {
+        path,
+        method,
+        one_way,
+        replay_safe,
+    } in rpcs
+    {
         let shape = shape_name(*one_way, method);
         let input = method.input();
         let output = method.output();
+        let replay_safe_const = if *replay_safe {
+            "\n    const REPLAY_SAFE: bool = true;"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "\nimpl Rpc for {} {{\n    const METHOD: &'static str = \"{path}\";\n    const SHAPE: CallShape = CallShape::{shape};\n    type Response = {};\n}}",
+            "\nimpl Rpc for {} {{\n    const METHOD: &'static str = \"{path}\";\n    const SHAPE: CallShape = CallShape::{shape};{replay_safe_const}\n    type Response = {};\n}}",
             rust_path(&input),
             rust_path(&output)
         );
@@ -692,7 +726,7 @@ fn rpc_impls(
             id_of(output.full_name()).map_or("None".to_owned(), |id| format!("Some({id:#06x})"))
         };
         rows.push(format!(
-            "    RpcInfo {{ method: \"{path}\", request_type_id: {:#06x}, response_type_id: {response}, shape: CallShape::{shape} }},",
+            "    RpcInfo {{ method: \"{path}\", request_type_id: {:#06x}, response_type_id: {response}, shape: CallShape::{shape}, replay_safe: {replay_safe} }},",
             id_of(input.full_name()).unwrap_or(0)
         ));
     }

@@ -3643,6 +3643,7 @@ impl MessageSet for AnyMessage {
 impl Rpc for super::taskwire::session::v1::Ping {
     const METHOD: &'static str = "/taskwire.session.v1.SessionService/Ping";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::session::v1::Pong;
 }
 
@@ -3661,6 +3662,7 @@ impl Rpc for super::taskwire::instance::v1::CheckpointRequest {
 impl Rpc for super::taskwire::instance::v1::GetCheckpointRequest {
     const METHOD: &'static str = "/taskwire.instance.v1.InstanceService/GetCheckpoint";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::instance::v1::GetCheckpointResponse;
 }
 
@@ -3685,6 +3687,7 @@ impl Rpc for super::taskwire::instance::v1::SubscribeSignalsRequest {
 impl Rpc for super::taskwire::instance::v1::ListCheckpointsRequest {
     const METHOD: &'static str = "/taskwire.instance.v1.InstanceService/ListCheckpoints";
     const SHAPE: CallShape = CallShape::ServerStreaming;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::instance::v1::CheckpointSummary;
 }
 
@@ -3709,6 +3712,7 @@ impl Rpc for super::taskwire::instance::v1::InstanceEventBatch {
 impl Rpc for super::taskwire::instance::v1::GetInstanceStatusRequest {
     const METHOD: &'static str = "/taskwire.instance.v1.InstanceService/GetInstanceStatus";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::instance::v1::GetInstanceStatusResponse;
 }
 
@@ -3727,12 +3731,14 @@ impl Rpc for super::taskwire::environment::v1::ImageUpload {
 impl Rpc for super::taskwire::environment::v1::ListImagesRequest {
     const METHOD: &'static str = "/taskwire.environment.v1.EnvironmentService/ListImages";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::environment::v1::ListImagesResponse;
 }
 
 impl Rpc for super::taskwire::environment::v1::GetImageRequest {
     const METHOD: &'static str = "/taskwire.environment.v1.EnvironmentService/GetImage";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::environment::v1::GetImageResponse;
 }
 
@@ -3763,12 +3769,14 @@ impl Rpc for super::taskwire::environment::v1::ResumeInstanceRequest {
 impl Rpc for super::taskwire::environment::v1::ListInstancesRequest {
     const METHOD: &'static str = "/taskwire.environment.v1.EnvironmentService/ListInstances";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::environment::v1::ListInstancesResponse;
 }
 
 impl Rpc for super::taskwire::environment::v1::GetInstanceStatusRequest {
     const METHOD: &'static str = "/taskwire.environment.v1.EnvironmentService/GetInstanceStatus";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::environment::v1::GetInstanceStatusResponse;
 }
 
@@ -3781,6 +3789,7 @@ impl Rpc for super::taskwire::environment::v1::SendSignalRequest {
 impl Rpc for super::taskwire::management::v1::HealthRequest {
     const METHOD: &'static str = "/taskwire.management.v1.ManagementService/Health";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::management::v1::HealthResponse;
 }
 
@@ -3799,24 +3808,28 @@ impl Rpc for super::taskwire::management::v1::SendCustomSignalRequest {
 impl Rpc for super::taskwire::management::v1::GetInstanceStatusRequest {
     const METHOD: &'static str = "/taskwire.management.v1.ManagementService/GetInstanceStatus";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::management::v1::GetInstanceStatusResponse;
 }
 
 impl Rpc for super::taskwire::management::v1::ListInstancesRequest {
     const METHOD: &'static str = "/taskwire.management.v1.ManagementService/ListInstances";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::management::v1::ListInstancesResponse;
 }
 
 impl Rpc for super::taskwire::management::v1::ListCheckpointsRequest {
     const METHOD: &'static str = "/taskwire.management.v1.ManagementService/ListCheckpoints";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::management::v1::ListCheckpointsResponse;
 }
 
 impl Rpc for super::taskwire::management::v1::GetCheckpointRequest {
     const METHOD: &'static str = "/taskwire.management.v1.ManagementService/GetCheckpoint";
     const SHAPE: CallShape = CallShape::Unary;
+    const REPLAY_SAFE: bool = true;
     type Response = super::taskwire::management::v1::GetCheckpointResponse;
 }
 
@@ -3834,36 +3847,36 @@ impl Rpc for super::taskwire::runner::v1::CancelRequest {
 
 /// Every rpc declared in a `service` block, in schema order.
 pub(crate) static RPCS: &[RpcInfo] = &[
-    RpcInfo { method: "/taskwire.session.v1.SessionService/Ping", request_type_id: 0x0007, response_type_id: Some(0x0008), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/RegisterInstance", request_type_id: 0x0105, response_type_id: Some(0x0106), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/Checkpoint", request_type_id: 0x0107, response_type_id: Some(0x0108), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/GetCheckpoint", request_type_id: 0x0109, response_type_id: Some(0x010a), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/PollSignals", request_type_id: 0x010b, response_type_id: Some(0x010c), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/SignalAck", request_type_id: 0x010d, response_type_id: Some(0x010e), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/SubscribeSignals", request_type_id: 0x010f, response_type_id: Some(0x0103), shape: CallShape::ServerStreaming },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/ListCheckpoints", request_type_id: 0x0110, response_type_id: Some(0x0101), shape: CallShape::ServerStreaming },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/Sleep", request_type_id: 0x0111, response_type_id: Some(0x0112), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/SendEvent", request_type_id: 0x0113, response_type_id: None, shape: CallShape::OneWay },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/SendEventBatch", request_type_id: 0x0114, response_type_id: Some(0x0115), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/GetInstanceStatus", request_type_id: 0x0116, response_type_id: Some(0x0117), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.instance.v1.InstanceService/RecordRetryAttempt", request_type_id: 0x0118, response_type_id: Some(0x0119), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/RegisterImage", request_type_id: 0x0201, response_type_id: Some(0x0202), shape: CallShape::ClientStreaming },
-    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/ListImages", request_type_id: 0x0203, response_type_id: Some(0x0204), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/GetImage", request_type_id: 0x0205, response_type_id: Some(0x0206), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/DeleteImage", request_type_id: 0x0207, response_type_id: Some(0x0208), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/StartInstance", request_type_id: 0x0209, response_type_id: Some(0x020a), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/StopInstance", request_type_id: 0x020b, response_type_id: Some(0x020c), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/ResumeInstance", request_type_id: 0x020d, response_type_id: Some(0x020e), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/ListInstances", request_type_id: 0x020f, response_type_id: Some(0x0210), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/GetInstanceStatus", request_type_id: 0x0211, response_type_id: Some(0x0212), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/SendSignal", request_type_id: 0x0213, response_type_id: Some(0x0214), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.management.v1.ManagementService/Health", request_type_id: 0x0300, response_type_id: Some(0x0301), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.management.v1.ManagementService/SendSignal", request_type_id: 0x0302, response_type_id: Some(0x0303), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.management.v1.ManagementService/SendCustomSignal", request_type_id: 0x0304, response_type_id: Some(0x0305), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.management.v1.ManagementService/GetInstanceStatus", request_type_id: 0x0306, response_type_id: Some(0x0307), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.management.v1.ManagementService/ListInstances", request_type_id: 0x0308, response_type_id: Some(0x0309), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.management.v1.ManagementService/ListCheckpoints", request_type_id: 0x030a, response_type_id: Some(0x030b), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.management.v1.ManagementService/GetCheckpoint", request_type_id: 0x030c, response_type_id: Some(0x030d), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.runner.v1.RunnerService/Execute", request_type_id: 0x0400, response_type_id: Some(0x0401), shape: CallShape::Unary },
-    RpcInfo { method: "/taskwire.runner.v1.RunnerService/Cancel", request_type_id: 0x0402, response_type_id: Some(0x0403), shape: CallShape::Unary },
+    RpcInfo { method: "/taskwire.session.v1.SessionService/Ping", request_type_id: 0x0007, response_type_id: Some(0x0008), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/RegisterInstance", request_type_id: 0x0105, response_type_id: Some(0x0106), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/Checkpoint", request_type_id: 0x0107, response_type_id: Some(0x0108), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/GetCheckpoint", request_type_id: 0x0109, response_type_id: Some(0x010a), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/PollSignals", request_type_id: 0x010b, response_type_id: Some(0x010c), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/SignalAck", request_type_id: 0x010d, response_type_id: Some(0x010e), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/SubscribeSignals", request_type_id: 0x010f, response_type_id: Some(0x0103), shape: CallShape::ServerStreaming, replay_safe: false },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/ListCheckpoints", request_type_id: 0x0110, response_type_id: Some(0x0101), shape: CallShape::ServerStreaming, replay_safe: true },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/Sleep", request_type_id: 0x0111, response_type_id: Some(0x0112), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/SendEvent", request_type_id: 0x0113, response_type_id: None, shape: CallShape::OneWay, replay_safe: false },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/SendEventBatch", request_type_id: 0x0114, response_type_id: Some(0x0115), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/GetInstanceStatus", request_type_id: 0x0116, response_type_id: Some(0x0117), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.instance.v1.InstanceService/RecordRetryAttempt", request_type_id: 0x0118, response_type_id: Some(0x0119), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/RegisterImage", request_type_id: 0x0201, response_type_id: Some(0x0202), shape: CallShape::ClientStreaming, replay_safe: false },
+    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/ListImages", request_type_id: 0x0203, response_type_id: Some(0x0204), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/GetImage", request_type_id: 0x0205, response_type_id: Some(0x0206), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/DeleteImage", request_type_id: 0x0207, response_type_id: Some(0x0208), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/StartInstance", request_type_id: 0x0209, response_type_id: Some(0x020a), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/StopInstance", request_type_id: 0x020b, response_type_id: Some(0x020c), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/ResumeInstance", request_type_id: 0x020d, response_type_id: Some(0x020e), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/ListInstances", request_type_id: 0x020f, response_type_id: Some(0x0210), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/GetInstanceStatus", request_type_id: 0x0211, response_type_id: Some(0x0212), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.environment.v1.EnvironmentService/SendSignal", request_type_id: 0x0213, response_type_id: Some(0x0214), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.management.v1.ManagementService/Health", request_type_id: 0x0300, response_type_id: Some(0x0301), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.management.v1.ManagementService/SendSignal", request_type_id: 0x0302, response_type_id: Some(0x0303), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.management.v1.ManagementService/SendCustomSignal", request_type_id: 0x0304, response_type_id: Some(0x0305), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.management.v1.ManagementService/GetInstanceStatus", request_type_id: 0x0306, response_type_id: Some(0x0307), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.management.v1.ManagementService/ListInstances", request_type_id: 0x0308, response_type_id: Some(0x0309), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.management.v1.ManagementService/ListCheckpoints", request_type_id: 0x030a, response_type_id: Some(0x030b), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.management.v1.ManagementService/GetCheckpoint", request_type_id: 0x030c, response_type_id: Some(0x030d), shape: CallShape::Unary, replay_safe: true },
+    RpcInfo { method: "/taskwire.runner.v1.RunnerService/Execute", request_type_id: 0x0400, response_type_id: Some(0x0401), shape: CallShape::Unary, replay_safe: false },
+    RpcInfo { method: "/taskwire.runner.v1.RunnerService/Cancel", request_type_id: 0x0402, response_type_id: Some(0x0403), shape: CallShape::Unary, replay_safe: false },
 ];
