@@ -1157,3 +1157,82 @@ async fn connections_that_never_finish_tls_do_not_keep_a_real_client_out() {
     within(5, connection.call(Ping::default())).await.unwrap();
     drop(bare);
 }
+
+/// A server session store that counts the sessions clients resumed.
+#[derive(Debug)]
+struct CountingResumptions {
+    store: Arc<dyn rustls::server::StoresServerSessions>,
+    resumed: Arc<AtomicUsize>,
+}
+
+impl rustls::server::StoresServerSessions for CountingResumptions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.store.put(key, value)
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.store.get(key)
+    }
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let taken = self.store.take(key);
+        if taken.is_some() {
+            self.resumed.fetch_add(1, Ordering::SeqCst);
+        }
+        taken
+    }
+    fn can_cache(&self) -> bool {
+        self.store.can_cache()
+    }
+}
+
+/// TLS 1.3 resumption over TCP: a client that connects again with the same TLS
+/// configuration resumes its session (no certificate sent or verified) and its calls
+/// work as on the first connection.
+#[tokio::test]
+async fn a_client_reconnecting_with_the_same_tls_config_resumes_its_session() {
+    let ca = CertificateAuthority::generate(&CaParams::new("tcp resumption CA")).unwrap();
+    let server_cert = ca
+        .issue_server(&ServerCertParams::new(["localhost"]))
+        .unwrap();
+    let mut server_tls = ServerConfigBuilder::new(server_cert.credentials().unwrap())
+        .tls13_only(true)
+        .build()
+        .unwrap();
+    let resumed = Arc::new(AtomicUsize::new(0));
+    server_tls.session_storage = Arc::new(CountingResumptions {
+        store: Arc::clone(&server_tls.session_storage),
+        resumed: Arc::clone(&resumed),
+    });
+    let server = TcpServer::bind(TcpServerConfig::new(loopback(), Arc::new(server_tls)))
+        .await
+        .unwrap()
+        .serve(router());
+    let client_tls = Arc::new(
+        ClientConfigBuilder::new(ca.ca_bundle().unwrap())
+            .build()
+            .unwrap(),
+    );
+    let client = TcpClient::new(TcpClientConfig::new(
+        server.local_addr(),
+        "localhost",
+        Arc::clone(&client_tls),
+    ));
+    for round in 0..3u64 {
+        let connection = within(10, client.connect()).await.unwrap();
+        let pong = within(
+            10,
+            connection.call(Ping {
+                nonce: round,
+                sent_at: None,
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(pong.nonce, round);
+        assert_eq!(
+            resumed.load(Ordering::SeqCst),
+            usize::try_from(round).unwrap(),
+            "every connection after the first resumes"
+        );
+    }
+    server.shutdown().await;
+}
