@@ -259,6 +259,88 @@ mod tonic_peer {
         rate
     }
 
+    /// Makes TCP+TLS connections with one rustls configuration, so that its session
+    /// cache resumes: what a tonic user gets by handing tonic their own connector
+    /// (tonic's own TLS builds a configuration, and so a session cache, per channel).
+    #[derive(Clone)]
+    struct ResumingConnector {
+        addr: std::net::SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+    }
+
+    type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+    impl tower_service::Service<http::Uri> for ResumingConnector {
+        type Response = hyper_util::rt::TokioIo<TlsStream>;
+        type Error = std::io::Error;
+        type Future =
+            std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Uri) -> Self::Future {
+            let (addr, tls) = (self.addr, Arc::clone(&self.tls));
+            Box::pin(async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+                let stream = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, tcp)
+                    .await?;
+                Ok(hyper_util::rt::TokioIo::new(stream))
+            })
+        }
+    }
+
+    /// Times of `n` connections with their first call, each resuming the TLS session of
+    /// an earlier one.
+    pub(crate) fn resumed(n: usize) -> Vec<Duration> {
+        let certs = load::certs();
+        let server = serve(&certs, 1024);
+        let connector = ResumingConnector {
+            addr: server.addr,
+            tls: Arc::new(
+                taskwire_tls::ClientConfigBuilder::new(
+                    taskwire_tls::CaBundle::from_pem(certs.ca_pem.as_bytes()).expect("CA"),
+                )
+                .alpn_protocols(["h2"])
+                .build()
+                .expect("client TLS"),
+            ),
+        };
+        let uri = format!("http://{}", server.addr);
+        let times = runtime("client", 1).block_on(async move {
+            let connect = || async {
+                Channel::from_shared(uri.clone())
+                    .expect("uri")
+                    .connect_with_connector(connector.clone())
+                    .await
+                    .expect("tonic connect")
+            };
+            // The first connection's full handshake, for the session to resume.
+            unary(connect().await, load::request(256))
+                .await
+                .expect("first call");
+            let mut times = Vec::new();
+            for _ in 0..n {
+                let started = Instant::now();
+                let channel = connect().await;
+                unary(channel, load::request(256))
+                    .await
+                    .expect("first call");
+                times.push(started.elapsed());
+            }
+            times
+        });
+        server.stop();
+        times
+    }
+
     pub(crate) fn fresh(n: usize) -> Vec<Duration> {
         let certs = load::certs();
         let server = serve(&certs, 1024);
@@ -297,7 +379,10 @@ mod quinn_peer {
     pub(crate) fn serve(certs: &Certs, response_bytes: usize, limits: &Limits) -> Running {
         let runtime = runtime("server", 1);
         let endpoint = runtime.block_on(async {
-            let crypto = QuicServerConfig::try_from(Arc::clone(&certs.server)).expect("QUIC TLS");
+            // Early data allowed, as quinn's own `ServerConfig::with_single_cert` does.
+            let mut tls = (*certs.server).clone();
+            tls.max_early_data_size = u32::MAX;
+            let crypto = QuicServerConfig::try_from(Arc::new(tls)).expect("QUIC TLS");
             let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
             config.transport_config(limits.transport_config());
             let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("addr"))
@@ -343,7 +428,11 @@ mod quinn_peer {
 
     /// A client endpoint with the benchmark's TLS and transport settings.
     pub(crate) fn client_endpoint(certs: &Certs) -> quinn::Endpoint {
-        let crypto = QuicClientConfig::try_from(Arc::clone(&certs.client)).expect("QUIC TLS");
+        client_endpoint_with(Arc::clone(&certs.client))
+    }
+
+    fn client_endpoint_with(tls: Arc<rustls::ClientConfig>) -> quinn::Endpoint {
+        let crypto = QuicClientConfig::try_from(tls).expect("QUIC TLS");
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(load::quic_load_limits().transport_config());
         let mut endpoint =
@@ -426,7 +515,7 @@ mod quinn_peer {
         let addr = server.endpoint.local_addr().expect("addr");
         let times = runtime("client", 1).block_on(async move {
             // One client endpoint, as for taskwire: a fresh connection, not a fresh socket.
-            let endpoint = client_endpoint(&certs);
+            let endpoint = client_endpoint_with(load::without_resumption(&certs.client));
             let mut times = Vec::new();
             for _ in 0..n {
                 let started = Instant::now();
@@ -439,6 +528,53 @@ mod quinn_peer {
                     .await
                     .expect("first call");
                 times.push(started.elapsed());
+                connection.close(0u32.into(), b"done");
+            }
+            endpoint.wait_idle().await;
+            times
+        });
+        server.endpoint.close(0u32.into(), b"done");
+        drop(server.runtime);
+        times
+    }
+
+    /// Times of `n` resumed connections with their first call sent as early data (0-RTT):
+    /// the floor under taskwire's resumed connections.
+    pub(crate) fn resumed(n: usize) -> Vec<Duration> {
+        let certs = load::certs();
+        let server = serve(&certs, 1024, &load::quic_load_limits());
+        let addr = server.endpoint.local_addr().expect("addr");
+        let times = runtime("client", 1).block_on(async move {
+            let mut tls = (*certs.client).clone();
+            tls.enable_early_data = true;
+            let endpoint = client_endpoint_with(Arc::new(tls));
+            let request = || Bytes::from(vec![0x5a; 256]);
+            let first = endpoint
+                .connect(addr, "localhost")
+                .expect("connect")
+                .await
+                .expect("handshake");
+            unary(first.clone(), request()).await.expect("first call");
+            unary(first.clone(), request())
+                .await
+                .expect("the ticket's round trip");
+            first.close(0u32.into(), b"done");
+            let mut times = Vec::new();
+            for _ in 0..n {
+                let started = Instant::now();
+                let (connection, accepted) = endpoint
+                    .connect(addr, "localhost")
+                    .expect("connect")
+                    .into_0rtt()
+                    .unwrap_or_else(|_| panic!("no ticket to resume with"));
+                unary(connection.clone(), request())
+                    .await
+                    .expect("first call");
+                times.push(started.elapsed());
+                assert!(accepted.await, "early data rejected");
+                unary(connection.clone(), request())
+                    .await
+                    .expect("the ticket's round trip");
                 connection.close(0u32.into(), b"done");
             }
             endpoint.wait_idle().await;
@@ -780,6 +916,17 @@ fn fresh(peer: &str, n: usize) -> Vec<Duration> {
     }
 }
 
+/// A connection that resumes a TLS session, and its first call: over QUIC with that call
+/// as early data (0-RTT), over TCP after the shortened handshake.
+fn resumed(peer: &str, n: usize) -> Vec<Duration> {
+    match peer {
+        "taskwire-quic" => load::quic_resumed(n),
+        "taskwire-tcp" => load::tcp_resumed(n),
+        "tonic" => tonic_peer::resumed(n),
+        _ => quinn_peer::resumed(n),
+    }
+}
+
 fn median(mut values: Vec<f64>) -> [f64; 3] {
     values.sort_by(f64::total_cmp);
     [
@@ -794,6 +941,7 @@ struct Output {
     unary: Vec<Summary>,
     bulk_mb_per_s: Vec<(String, [f64; 3])>,
     fresh_connection_ms: Vec<(String, [f64; 3])>,
+    resumed_connection_ms: Vec<(String, [f64; 3])>,
     idle_kib_per_connection: Vec<(String, [f64; 3])>,
     ratios: Vec<(String, f64, String)>,
 }
@@ -898,6 +1046,7 @@ fn main() {
     // Per peer, then per size of `bulk_sizes`.
     let mut bulk_rates: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; bulk_peers.len()];
     let mut fresh_times: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    let mut resumed_times: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
     let mut idle_kib: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
     for run in 1..=runs {
         if family("bulk") {
@@ -913,6 +1062,11 @@ fn main() {
             if family("fresh") {
                 fresh_times[i].extend(
                     fresh(peer, fresh_count)
+                        .into_iter()
+                        .map(|t| t.as_secs_f64() * 1e3),
+                );
+                resumed_times[i].extend(
+                    resumed(peer, fresh_count)
                         .into_iter()
                         .map(|t| t.as_secs_f64() * 1e3),
                 );
@@ -950,6 +1104,7 @@ fn main() {
             .map_or(f64::NAN, |(_, v)| v[0])
     };
     let fresh_rows = medians(fresh_times);
+    let resumed_rows = medians(resumed_times);
     let idle_rows = medians(idle_kib);
 
     let row = |peer: &str, c: usize, n: usize| {
@@ -1049,6 +1204,16 @@ fn main() {
         "≤ 1.0",
     );
     ratio(
+        "resumed connection (0-RTT) + first call: taskwire-quic ÷ tonic fresh",
+        of(&resumed_rows, "taskwire-quic") / of(&fresh_rows, "tonic"),
+        "≤ 0.6",
+    );
+    ratio(
+        "resumed connection + first call: taskwire-quic (0-RTT) ÷ tonic resumed",
+        of(&resumed_rows, "taskwire-quic") / of(&resumed_rows, "tonic"),
+        "—",
+    );
+    ratio(
         "idle connection, server KiB: taskwire-quic (absolute)",
         of(&idle_rows, "taskwire-quic"),
         "≤ 64",
@@ -1069,6 +1234,7 @@ fn main() {
             unary: unary_rows,
             bulk_mb_per_s: bulk_rows,
             fresh_connection_ms: fresh_rows,
+            resumed_connection_ms: resumed_rows,
             idle_kib_per_connection: idle_rows,
             ratios,
         };
@@ -1093,6 +1259,14 @@ fn main() {
     );
     println!("| peer | ms |\n|---|---|");
     for (peer, v) in &fresh_rows {
+        println!("| {peer} | {:.2} ({:.2}–{:.2}) |", v[0], v[1], v[2]);
+    }
+    println!(
+        "\nresumed connection (QUIC: 0-RTT) plus its first call (ms, median and min–max of {} each):\n",
+        runs * fresh_count
+    );
+    println!("| peer | ms |\n|---|---|");
+    for (peer, v) in &resumed_rows {
         println!("| {peer} | {:.2} ({:.2}–{:.2}) |", v[0], v[1], v[2]);
     }
     println!(

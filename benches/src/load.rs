@@ -14,8 +14,13 @@ use bytes::Bytes;
 pub use taskwire_load::{Report, Scenario, drive, thread_cpu};
 use taskwire_proto::environment::v1::image_upload::{ImageManifest, Part};
 use taskwire_proto::environment::v1::{ImageInfo, ImageUpload, RegisterImageResponse};
-use taskwire_proto::instance::v1::{CheckpointRequest, CheckpointResponse, CheckpointSummary};
-use taskwire_quic::{ClientConfig, Limits, QuicClient, QuicServer, ServerConfig, ServerHandle};
+use taskwire_proto::instance::v1::{
+    Checkpoint, CheckpointRequest, CheckpointResponse, CheckpointSummary, GetCheckpointRequest,
+    GetCheckpointResponse,
+};
+use taskwire_quic::{
+    ClientConfig, EarlyData, Limits, QuicClient, QuicServer, ServerConfig, ServerHandle,
+};
 use taskwire_rpc::Router;
 use taskwire_tcp::{
     TcpClient, TcpClientConfig, TcpConnection, TcpLimits, TcpServer, TcpServerConfig,
@@ -37,6 +42,23 @@ pub fn request(bytes: usize) -> CheckpointRequest {
     let overhead = prost::Message::encoded_len(&request) + 3;
     request.state = vec![0x5a; bytes.saturating_sub(overhead)].into();
     request
+}
+
+/// The replay-safe read the resumed-connection scenarios call, a `GetCheckpointRequest`
+/// of about `bytes` bytes: a call only such an rpc may make as early data.
+pub fn read_request(bytes: usize) -> GetCheckpointRequest {
+    GetCheckpointRequest {
+        instance_id: "r".repeat(bytes.saturating_sub(8)),
+        checkpoint_id: "cp".into(),
+    }
+}
+
+/// `config` with TLS session resumption off: every connection makes a full handshake, as
+/// a process's first connection does.
+pub fn without_resumption(config: &rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
+    let mut config = config.clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
 }
 
 /// A server certificate for 127.0.0.1 (ECDSA P-256, from a fresh CA), as PEM for peers
@@ -126,6 +148,14 @@ pub fn unary_router(response_bytes: usize) -> Router {
                 ..Default::default()
             }),
             pending_signals: 0,
+        })
+    });
+    router.unary(move |_ctx, _: GetCheckpointRequest| async move {
+        Ok(GetCheckpointResponse {
+            checkpoint: Some(Checkpoint {
+                summary: None,
+                state: vec![0x5a; response_bytes.saturating_sub(16)].into(),
+            }),
         })
     });
     router
@@ -361,9 +391,9 @@ pub fn tcp_bulk(bytes: usize) -> f64 {
 }
 
 /// Times of `n` fresh connections, each with its handshake and first call: taskwire over
-/// QUIC (a new connection from the client's endpoint, its TLS 1.3 handshake, the Hello and
-/// one unary call). The client's UDP endpoint is made once, as an application makes it
-/// once; TCP peers make a socket per connection because TCP has no other way.
+/// QUIC (a new connection from the client's endpoint, a full TLS 1.3 handshake, the Hello
+/// and one unary call). The client's UDP endpoint is made once, as an application makes
+/// it once; TCP peers make a socket per connection because TCP has no other way.
 pub fn quic_fresh(n: usize) -> Vec<Duration> {
     let (server_tls, client_tls) = tls();
     let server_runtime = runtime("server", 1);
@@ -371,7 +401,7 @@ pub fn quic_fresh(n: usize) -> Vec<Duration> {
         .block_on(async { quic_server(server_tls, unary_router(1024), quic_load_limits()) });
     let addr = server.local_addr();
     let times = runtime("client", 1).block_on(async move {
-        let client = quic_client(addr, client_tls);
+        let client = quic_client(addr, without_resumption(&client_tls));
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
             let started = Instant::now();
@@ -388,8 +418,58 @@ pub fn quic_fresh(n: usize) -> Vec<Duration> {
     times
 }
 
-/// Times of `n` fresh connections with their first call: taskwire over TCP+TLS.
+/// Times of `n` resumed connections with their first call: taskwire over QUIC, the
+/// session resumed from the previous connection's ticket and the Hello and a replay-safe
+/// read sent as early data (0-RTT). Panics unless the server accepted every one's early
+/// data, so the figure is what it says.
+pub fn quic_resumed(n: usize) -> Vec<Duration> {
+    let (server_tls, client_tls) = tls();
+    let server_runtime = runtime("server", 1);
+    let server = server_runtime
+        .block_on(async { quic_server(server_tls, unary_router(1024), quic_load_limits()) });
+    let addr = server.local_addr();
+    let times = runtime("client", 1).block_on(async move {
+        let client = quic_client(addr, client_tls);
+        // A worker's first start: the full handshake that gets the first ticket.
+        let first = client.connect().await.expect("connect");
+        first.ping().await.expect("ping");
+        first.close();
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            let (connection, negotiation) = client.connect_pipelined().await.expect("connect");
+            connection
+                .call(read_request(256))
+                .await
+                .expect("first call");
+            times.push(started.elapsed());
+            negotiation.await.expect("negotiated");
+            assert_eq!(connection.early_data(), EarlyData::Accepted);
+            // After the handshake and one more round trip the next ticket is in.
+            connection.ping().await.expect("ping");
+            connection.close();
+        }
+        client.close().await;
+        times
+    });
+    server_runtime.block_on(server.shutdown());
+    times
+}
+
+/// Times of `n` fresh connections with their first call: taskwire over TCP+TLS, a full
+/// handshake each.
 pub fn tcp_fresh(n: usize) -> Vec<Duration> {
+    tcp_connections(n, false)
+}
+
+/// Times of `n` connections with their first call: taskwire over TCP+TLS, each resuming
+/// the TLS session of an earlier one (TCP has no early data: the Hello follows the
+/// shortened handshake).
+pub fn tcp_resumed(n: usize) -> Vec<Duration> {
+    tcp_connections(n, true)
+}
+
+fn tcp_connections(n: usize, resume: bool) -> Vec<Duration> {
     let (server_tls, client_tls) = tls();
     let server_runtime = runtime("server", 1);
     let server = server_runtime.block_on(tcp_server(
@@ -398,7 +478,17 @@ pub fn tcp_fresh(n: usize) -> Vec<Duration> {
         tcp_load_limits(),
     ));
     let addr = server.local_addr();
+    let client_tls = if resume {
+        client_tls
+    } else {
+        without_resumption(&client_tls)
+    };
     let times = runtime("client", 1).block_on(async move {
+        if resume {
+            // The first connection's full handshake, for the session to resume.
+            let first = tcp_connect(addr, Arc::clone(&client_tls)).await;
+            first.call(request(256)).await.expect("first call");
+        }
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
             let started = Instant::now();
