@@ -434,7 +434,7 @@ mod quinn_peer {
     fn client_endpoint_with(tls: Arc<rustls::ClientConfig>) -> quinn::Endpoint {
         let crypto = QuicClientConfig::try_from(tls).expect("QUIC TLS");
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(load::quic_load_limits().transport_config());
+        config.transport_config(load::quic_load_limits().client_transport_config());
         let mut endpoint =
             quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
         endpoint.set_default_client_config(config);

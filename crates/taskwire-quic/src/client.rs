@@ -148,7 +148,7 @@ impl QuicClient {
                 ))
             })?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
-        client_config.transport_config(config.limits.transport_config());
+        client_config.transport_config(config.limits.client_transport_config());
         let bind = config.bind_addr.unwrap_or_else(|| {
             if config.server_addr.is_ipv6() {
                 "[::]:0".parse().expect("literal")

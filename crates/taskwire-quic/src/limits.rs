@@ -292,6 +292,14 @@ impl Limits {
         Arc::new(self.transport(self.max_concurrent_calls))
     }
 
+    /// quinn's transport configuration for a client with these limits: as
+    /// [`transport_config`](Self::transport_config), but granting the server no streams,
+    /// because calls are opened by the client only. quinn keeps state for every stream it
+    /// grants, so a client connection is lighter and quicker to set up without them.
+    pub fn client_transport_config(&self) -> Arc<TransportConfig> {
+        Arc::new(self.transport(0))
+    }
+
     fn transport(&self, bidi_stream_credit: u32) -> TransportConfig {
         let mut transport = TransportConfig::default();
         transport

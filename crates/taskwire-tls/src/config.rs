@@ -85,7 +85,8 @@ enum ServerCertificate {
 ///
 /// Defaults: no client authentication ([`ClientAuth::Disabled`]), no ALPN protocols, TLS
 /// 1.3 and 1.2, the [`default_provider`](crate::provider::default_provider). Whatever the
-/// provider, its AES-GCM cipher suites are moved to the front of its suite order.
+/// provider, its AES-GCM cipher suites are moved to the front of its suite order,
+/// AES-128-GCM first.
 ///
 /// With client authentication, certificates are checked by a [`ClientVerifier`] and
 /// sessions are resumed through a [`VerifyingSessionStore`], which verifies the client's
@@ -257,7 +258,7 @@ enum ServerVerification {
 ///
 /// Defaults: no client certificate, no ALPN protocols, TLS 1.3 and 1.2, the
 /// [`default_provider`](crate::provider::default_provider). Whatever the provider, its
-/// AES-GCM cipher suites are moved to the front of its suite order.
+/// AES-GCM cipher suites are moved to the front of its suite order, AES-128-GCM first.
 ///
 /// ```
 /// use taskwire_tls::{CaParams, CertificateAuthority, ClientCertParams, ClientConfigBuilder};

@@ -43,7 +43,7 @@
 //! | overwrite files | never, unless `overwrite` is set |
 //! | client authentication | [`ClientAuth::Disabled`] |
 //! | protocol versions | TLS 1.3 and 1.2; TLS 1.3 only with `tls13_only(true)` |
-//! | cipher suites | the provider's, AES-GCM first |
+//! | cipher suites | the provider's, AES-128-GCM then AES-256-GCM first |
 //! | crypto provider | *ring* (feature `ring`, default); aws-lc-rs with feature `aws-lc-rs` |
 //! | ALPN | none |
 //!
