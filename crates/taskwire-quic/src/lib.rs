@@ -6,6 +6,13 @@
 //! stream carries the Hello and the server's Negotiated or Refused; it stays open as the
 //! control stream (Ping/Pong, GoAway).
 //!
+//! A client that reconnects to a server it has talked to resumes the TLS session and sends
+//! its Hello and its replay-safe calls (rpcs marked `taskwire.options.v1.replay_safe`,
+//! [`Rpc::REPLAY_SAFE`](taskwire_proto::Rpc::REPLAY_SAFE)) as 0-RTT early data, answered
+//! in the server's first flight; every other call waits for the handshake, and the server
+//! refuses any other call that arrives early. See [`Limits::early_data`] and
+//! [`EarlyData`].
+//!
 //! Limits ([`Limits`]) bound every resource a peer can make the endpoint spend, each with
 //! a documented default; [`codes`] lists the close and reset codes a peer sees past them.
 //! [`relay`] is a seeded, in-process lossy UDP relay for fault tests.
