@@ -314,28 +314,19 @@ mod tonic_peer {
             ),
         };
         let uri = format!("http://{}", server.addr);
-        let times = runtime("client", 1).block_on(async move {
-            let connect = || async {
-                Channel::from_shared(uri.clone())
-                    .expect("uri")
-                    .connect_with_connector(connector.clone())
-                    .await
-                    .expect("tonic connect")
-            };
+        let connect = || async {
+            Channel::from_shared(uri.clone())
+                .expect("uri")
+                .connect_with_connector(connector.clone())
+                .await
+                .expect("tonic connect")
+        };
+        let times = runtime("client", 1).block_on(async {
             // The first connection's full handshake, for the session to resume.
             unary(connect().await, load::request(256))
                 .await
                 .expect("first call");
-            let mut times = Vec::new();
-            for _ in 0..n {
-                let started = Instant::now();
-                let channel = connect().await;
-                unary(channel, load::request(256))
-                    .await
-                    .expect("first call");
-                times.push(started.elapsed());
-            }
-            times
+            first_calls(n, connect).await
         });
         server.stop();
         times
@@ -345,19 +336,26 @@ mod tonic_peer {
         let certs = load::certs();
         let server = serve(&certs, 1024);
         let addr = server.addr;
-        let times = runtime("client", 1).block_on(async move {
-            let mut times = Vec::new();
-            for _ in 0..n {
-                let started = Instant::now();
-                let channel = channel(&certs, addr).await;
-                unary(channel, load::request(256))
-                    .await
-                    .expect("first call");
-                times.push(started.elapsed());
-            }
-            times
-        });
+        let times = runtime("client", 1).block_on(first_calls(n, || channel(&certs, addr)));
         server.stop();
+        times
+    }
+
+    /// Times of `n` channels from `connect`, each with its first call.
+    async fn first_calls<F, Fut>(n: usize, connect: F) -> Vec<Duration>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Channel>,
+    {
+        let mut times = Vec::new();
+        for _ in 0..n {
+            let started = Instant::now();
+            let channel = connect().await;
+            unary(channel, load::request(256))
+                .await
+                .expect("first call");
+            times.push(started.elapsed());
+        }
         times
     }
 }
@@ -510,10 +508,7 @@ mod quinn_peer {
     }
 
     pub(crate) fn fresh(n: usize) -> Vec<Duration> {
-        let certs = load::certs();
-        let server = serve(&certs, 1024, &load::quic_load_limits());
-        let addr = server.endpoint.local_addr().expect("addr");
-        let times = runtime("client", 1).block_on(async move {
+        connection_times(|certs, addr| async move {
             // One client endpoint, as for taskwire: a fresh connection, not a fresh socket.
             let endpoint = client_endpoint_with(load::without_resumption(&certs.client));
             let mut times = Vec::new();
@@ -532,19 +527,13 @@ mod quinn_peer {
             }
             endpoint.wait_idle().await;
             times
-        });
-        server.endpoint.close(0u32.into(), b"done");
-        drop(server.runtime);
-        times
+        })
     }
 
     /// Times of `n` resumed connections with their first call sent as early data (0-RTT):
     /// the floor under taskwire's resumed connections.
     pub(crate) fn resumed(n: usize) -> Vec<Duration> {
-        let certs = load::certs();
-        let server = serve(&certs, 1024, &load::quic_load_limits());
-        let addr = server.endpoint.local_addr().expect("addr");
-        let times = runtime("client", 1).block_on(async move {
+        connection_times(|certs, addr| async move {
             let mut tls = (*certs.client).clone();
             tls.enable_early_data = true;
             let endpoint = client_endpoint_with(Arc::new(tls));
@@ -579,7 +568,20 @@ mod quinn_peer {
             }
             endpoint.wait_idle().await;
             times
-        });
+        })
+    }
+
+    /// Runs `connect` on a client runtime against a raw quinn server answering 1 KiB,
+    /// then stops the server.
+    fn connection_times<F, Fut>(connect: F) -> Vec<Duration>
+    where
+        F: FnOnce(Certs, std::net::SocketAddr) -> Fut,
+        Fut: Future<Output = Vec<Duration>>,
+    {
+        let certs = load::certs();
+        let server = serve(&certs, 1024, &load::quic_load_limits());
+        let addr = server.endpoint.local_addr().expect("addr");
+        let times = runtime("client", 1).block_on(connect(certs, addr));
         server.endpoint.close(0u32.into(), b"done");
         drop(server.runtime);
         times

@@ -395,13 +395,7 @@ pub fn tcp_bulk(bytes: usize) -> f64 {
 /// and one unary call). The client's UDP endpoint is made once, as an application makes
 /// it once; TCP peers make a socket per connection because TCP has no other way.
 pub fn quic_fresh(n: usize) -> Vec<Duration> {
-    let (server_tls, client_tls) = tls();
-    let server_runtime = runtime("server", 1);
-    let server = server_runtime
-        .block_on(async { quic_server(server_tls, unary_router(1024), quic_load_limits()) });
-    let addr = server.local_addr();
-    let times = runtime("client", 1).block_on(async move {
-        let client = quic_client(addr, without_resumption(&client_tls));
+    quic_connections(false, |client| async move {
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
             let started = Instant::now();
@@ -413,9 +407,7 @@ pub fn quic_fresh(n: usize) -> Vec<Duration> {
         }
         client.close().await;
         times
-    });
-    server_runtime.block_on(server.shutdown());
-    times
+    })
 }
 
 /// Times of `n` resumed connections with their first call: taskwire over QUIC, the
@@ -423,13 +415,7 @@ pub fn quic_fresh(n: usize) -> Vec<Duration> {
 /// read sent as early data (0-RTT). Panics unless the server accepted every one's early
 /// data, so the figure is what it says.
 pub fn quic_resumed(n: usize) -> Vec<Duration> {
-    let (server_tls, client_tls) = tls();
-    let server_runtime = runtime("server", 1);
-    let server = server_runtime
-        .block_on(async { quic_server(server_tls, unary_router(1024), quic_load_limits()) });
-    let addr = server.local_addr();
-    let times = runtime("client", 1).block_on(async move {
-        let client = quic_client(addr, client_tls);
+    quic_connections(true, |client| async move {
         // A worker's first start: the full handshake that gets the first ticket.
         let first = client.connect().await.expect("connect");
         first.ping().await.expect("ping");
@@ -451,6 +437,30 @@ pub fn quic_resumed(n: usize) -> Vec<Duration> {
         }
         client.close().await;
         times
+    })
+}
+
+/// Runs `connect` (which times connections and closes the client) on the client runtime,
+/// against a QUIC server answering the unary scenarios; the client resumes sessions only
+/// if `resume`.
+fn quic_connections<F, Fut>(resume: bool, connect: F) -> Vec<Duration>
+where
+    F: FnOnce(QuicClient) -> Fut,
+    Fut: Future<Output = Vec<Duration>>,
+{
+    let (server_tls, client_tls) = tls();
+    let client_tls = if resume {
+        client_tls
+    } else {
+        without_resumption(&client_tls)
+    };
+    let server_runtime = runtime("server", 1);
+    let server = server_runtime
+        .block_on(async { quic_server(server_tls, unary_router(1024), quic_load_limits()) });
+    let addr = server.local_addr();
+    let times = runtime("client", 1).block_on(async move {
+        // The client's endpoint binds inside the runtime it runs on.
+        connect(quic_client(addr, client_tls)).await
     });
     server_runtime.block_on(server.shutdown());
     times

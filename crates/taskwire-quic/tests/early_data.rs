@@ -267,54 +267,90 @@ async fn early_call<M: WireMessage>(
     answer
 }
 
+/// An attack scene: a server counting its runs, a raw early-data client that already
+/// holds a ticket from it, and a recording relay in front of it.
+struct Scene {
+    runs: Arc<Runs>,
+    server: taskwire_quic::ServerHandle,
+    endpoint: quinn::Endpoint,
+    recorder: Recorder,
+}
+
+impl Scene {
+    /// The scene around a server with `server_tls`.
+    async fn new(pki: &Pki, server_tls: Arc<rustls::ServerConfig>) -> Scene {
+        let runs = Arc::new(Runs::default());
+        let server = taskwire_quic::QuicServer::new(ServerConfig::new(localhost(), server_tls))
+            .unwrap()
+            .serve(counting_router(&runs));
+        let endpoint = early_endpoint(pki);
+        raw_connect_for_a_ticket(&endpoint, server.local_addr()).await;
+        let recorder = Recorder::start(server.local_addr()).await;
+        Scene {
+            runs,
+            server,
+            endpoint,
+            recorder,
+        }
+    }
+
+    /// Resumes through the relay with `request` as early data; the answer.
+    async fn early_call<M: WireMessage>(&self, request: M) -> (u16, Vec<u8>) {
+        early_call(&self.endpoint, self.recorder.addr, request).await
+    }
+
+    /// Replays what the relay recorded; the number of datagrams the server answered with.
+    async fn replay(&self) -> usize {
+        self.recorder.replay(self.server.local_addr()).await
+    }
+}
+
 #[tokio::test]
 async fn a_call_not_replay_safe_in_early_data_is_refused_and_its_replay_runs_nothing() {
     let pki = pki();
-    let runs = Arc::new(Runs::default());
-    let server = start(&pki, Limits::default(), counting_router(&runs));
-    let endpoint = early_endpoint(&pki);
-    raw_connect_for_a_ticket(&endpoint, server.local_addr()).await;
-
-    let recorder = Recorder::start(server.local_addr()).await;
-    let (type_id, body) = early_call(&endpoint, recorder.addr, CheckpointRequest::default()).await;
+    let scene = Scene::new(&pki, Arc::clone(&pki.server)).await;
+    let (type_id, body) = scene.early_call(CheckpointRequest::default()).await;
     assert_eq!(type_id, StatusMessage::TYPE_ID);
     let status = StatusMessage::decode(&body[..]).unwrap();
     assert_eq!(status.code, StatusCode::Unavailable as i32, "{status:?}");
     assert!(status.message.contains("early data"), "{}", status.message);
-    assert_eq!(runs.checkpoint.load(Ordering::SeqCst), 0, "never ran");
+    assert_eq!(scene.runs.checkpoint.load(Ordering::SeqCst), 0, "never ran");
 
-    let answers = recorder.replay(server.local_addr()).await;
-    assert!(answers > 0, "the server read the replayed flight");
+    assert!(
+        scene.replay().await > 0,
+        "the server read the replayed flight"
+    );
     assert_eq!(
-        runs.checkpoint.load(Ordering::SeqCst),
+        scene.runs.checkpoint.load(Ordering::SeqCst),
         0,
         "not from the replay either"
     );
-    server.shutdown().await;
+    scene.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn replayed_early_data_runs_a_replay_safe_call_only_once() {
     let pki = pki();
-    let runs = Arc::new(Runs::default());
-    let server = start(&pki, Limits::default(), counting_router(&runs));
-    let endpoint = early_endpoint(&pki);
-    raw_connect_for_a_ticket(&endpoint, server.local_addr()).await;
-
-    let recorder = Recorder::start(server.local_addr()).await;
-    let (type_id, _) = early_call(&endpoint, recorder.addr, GetCheckpointRequest::default()).await;
+    let scene = Scene::new(&pki, Arc::clone(&pki.server)).await;
+    let (type_id, _) = scene.early_call(GetCheckpointRequest::default()).await;
     assert_eq!(type_id, GetCheckpointResponse::TYPE_ID);
-    assert_eq!(runs.get_checkpoint.load(Ordering::SeqCst), 1);
-    assert_eq!(runs.from_early_data.load(Ordering::SeqCst), 1);
+    assert_eq!(scene.runs.get_checkpoint.load(Ordering::SeqCst), 1);
+    assert_eq!(scene.runs.from_early_data.load(Ordering::SeqCst), 1);
 
     // The ticket was single-use: the replayed ClientHello gets a full handshake, which the
     // attacker cannot finish, and its early data is discarded unread.
     for _ in 0..2 {
-        let answers = recorder.replay(server.local_addr()).await;
-        assert!(answers > 0, "the server read the replayed flight");
+        assert!(
+            scene.replay().await > 0,
+            "the server read the replayed flight"
+        );
     }
-    assert_eq!(runs.get_checkpoint.load(Ordering::SeqCst), 1, "ran once");
-    server.shutdown().await;
+    assert_eq!(
+        scene.runs.get_checkpoint.load(Ordering::SeqCst),
+        1,
+        "ran once"
+    );
+    scene.server.shutdown().await;
 }
 
 /// A session store whose tickets can be used again: what the single-use rule prevents.
@@ -342,27 +378,19 @@ impl rustls::server::StoresServerSessions for ReusableTickets {
 #[tokio::test]
 async fn with_reusable_tickets_the_same_replay_would_run_the_call_again() {
     let pki = pki();
-    let runs = Arc::new(Runs::default());
     let mut tls = (*pki.server).clone();
     tls.session_storage = Arc::new(ReusableTickets(
         rustls::server::ServerSessionMemoryCache::new(256),
     ));
-    let config = ServerConfig::new(localhost(), Arc::new(tls));
-    let server = taskwire_quic::QuicServer::new(config)
-        .unwrap()
-        .serve(counting_router(&runs));
-    let endpoint = early_endpoint(&pki);
-    raw_connect_for_a_ticket(&endpoint, server.local_addr()).await;
-
-    let recorder = Recorder::start(server.local_addr()).await;
-    early_call(&endpoint, recorder.addr, GetCheckpointRequest::default()).await;
-    assert_eq!(runs.get_checkpoint.load(Ordering::SeqCst), 1);
-    recorder.replay(server.local_addr()).await;
+    let scene = Scene::new(&pki, Arc::new(tls)).await;
+    scene.early_call(GetCheckpointRequest::default()).await;
+    assert_eq!(scene.runs.get_checkpoint.load(Ordering::SeqCst), 1);
+    scene.replay().await;
     within(5, async {
-        while runs.get_checkpoint.load(Ordering::SeqCst) < 2 {
+        while scene.runs.get_checkpoint.load(Ordering::SeqCst) < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    server.shutdown().await;
+    scene.server.shutdown().await;
 }
