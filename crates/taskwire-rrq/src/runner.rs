@@ -68,6 +68,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// How long [`RunnerHandle::shutdown`] waits for jobs in flight: 10 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// RRQ's message for a job whose time ran out, as its own runner sends it.
+const JOB_TIMED_OUT: &str = "Job execution timed out.";
+
 /// What an RRQ runner needs.
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -566,7 +569,7 @@ async fn run_job(
         },
         () = expired => {
             job.cancel.cancel();
-            error_response(reply_to, RrqStatus::Timeout, "Job execution timed out.".into(), Some(TIMEOUT))
+            error_response(reply_to, RrqStatus::Timeout, JOB_TIMED_OUT.into(), Some(TIMEOUT))
         }
         () = job.kill.cancelled() => outcome_response(reply_to, ExecutionOutcome {
             outcome: Some(Outcome::Cancelled(Cancelled { reason: "Job cancelled".into(), hard_killed: true })),
@@ -609,12 +612,17 @@ fn error_response(
 /// A failed call as RRQ's answer: a deadline is `timeout`, a cancellation `cancelled`, a
 /// status asking for a retry after a delay `retry`, and anything else an `error` whose
 /// code is the status code's name.
+///
+/// A deadline gets RRQ's own words for a job whose time ran out, whichever noticed it
+/// first: the runner's timer, or a handler whose own call hit the same deadline (a bridge
+/// forwarding the job, under loss, can see its call's deadline pass just before the
+/// runner's timer fires).
 fn status_response(reply_to: Response, status: &Status) -> Response {
     match status.code() {
         StatusCode::DeadlineExceeded => error_response(
             reply_to,
             RrqStatus::Timeout,
-            status.message().to_owned(),
+            JOB_TIMED_OUT.into(),
             Some(TIMEOUT),
         ),
         StatusCode::Cancelled => error_response(

@@ -602,3 +602,33 @@ async fn frames_read_from_a_socket_in_pieces_decode_whole() {
     }
     runner.shutdown().await;
 }
+
+/// A handler whose own call ran out of time (a bridge forwarding the job) answers with its
+/// call's `DEADLINE_EXCEEDED`; RRQ hears the timeout in its own runner's words, whichever
+/// of the two noticed the deadline first.
+#[tokio::test]
+async fn a_handler_past_its_deadline_is_answered_in_rrqs_timeout_words() {
+    let mut router = Router::new();
+    router.unary(|_ctx, _: ExecutionRequest| async {
+        Err::<ExecutionOutcome, _>(taskwire_rpc::Status::deadline_exceeded(
+            "after 998.965943ms",
+        ))
+    });
+    let runner = start(router).await;
+    let mut raw = Raw::connect(&runner).await;
+    raw.send(rrq_request(
+        "bridged",
+        "echo",
+        "{}",
+        Duration::from_secs(30),
+    ))
+    .await;
+    let answer = raw.response().await;
+    assert_eq!(answer.status, Status::Timeout);
+    let error = answer.error.unwrap();
+    assert_eq!(
+        (error.message.as_str(), error.r#type.as_deref()),
+        ("Job execution timed out.", Some("timeout"))
+    );
+    runner.abort().await;
+}
