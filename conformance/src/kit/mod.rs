@@ -174,7 +174,8 @@ pub(crate) enum Event {
 /// One connection to the server, over either transport.
 pub(crate) enum Session {
     Tcp(tcp::TcpSession),
-    Quic(quic::QuicSession),
+    /// Boxed: a QUIC session holds far more than a TCP one.
+    Quic(Box<quic::QuicSession>),
 }
 
 impl Session {
@@ -182,12 +183,16 @@ impl Session {
         target: &Target,
         transport: Transport,
         framing: Framing,
+        early_data: bool,
     ) -> Result<Session, String> {
         match transport {
+            Transport::Tcp if early_data => fail("early data is a QUIC script's option"),
             Transport::Tcp => Ok(Session::Tcp(
                 tcp::TcpSession::connect(target, framing).await?,
             )),
-            Transport::Quic => Ok(Session::Quic(quic::QuicSession::connect(target).await?)),
+            Transport::Quic => Ok(Session::Quic(Box::new(
+                quic::QuicSession::connect(target, early_data).await?,
+            ))),
         }
     }
 
@@ -403,7 +408,7 @@ async fn run_one(
     script: &Script,
 ) -> Result<(), String> {
     let run = run_id();
-    let mut session = Session::connect(target, transport, framing)
+    let mut session = Session::connect(target, transport, framing, script.early_data)
         .await
         .map_err(|e| format!("connecting: {e}"))?;
     let mut player = Player {

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarInt};
 use taskwire_codec::Builder;
 use taskwire_proto::registry::AnyMessage;
+use taskwire_quic::relay::{Relay, RelayConfig};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 use tokio_util::task::TaskTracker;
@@ -19,6 +20,15 @@ use super::{Event, Received, Target};
 
 /// `CANCELLED`, the stream code a caller that abandons a call uses (`docs/protocol.md` §13).
 const CANCELLED: u32 = 0x10;
+
+/// How long an early-data script's first connection stays open for the session tickets
+/// a server sends after its handshake.
+const TICKET_WAIT: Duration = Duration::from_millis(200);
+
+/// The delay each way of the relay an early-data script's connection to a loopback server
+/// goes through: on loopback the handshake would finish before the kit has sent its first
+/// steps, which then would not be early data; over a real network the round trip does it.
+const LOOPBACK_EARLY_DATA_DELAY: Duration = Duration::from_millis(25);
 
 pub(crate) struct QuicSession {
     endpoint: Endpoint,
@@ -34,6 +44,8 @@ pub(crate) struct QuicSession {
     /// stopped: QUIC still hands out what arrived before the close (a Refused, a GoAway), and
     /// a script must see it before the close it preceded.
     readers: TaskTracker,
+    /// The slow path of an early-data script on loopback, kept for the connection's life.
+    _relay: Option<Relay>,
 }
 
 impl Drop for QuicSession {
@@ -45,13 +57,17 @@ impl Drop for QuicSession {
 }
 
 impl QuicSession {
-    pub(crate) async fn connect(target: &Target) -> Result<QuicSession, String> {
+    /// A connection to `target`; with `early_data`, one that resumes a session from a
+    /// connection made just before and is returned before its handshake completes, so
+    /// that what is sent first travels as early data (0-RTT).
+    pub(crate) async fn connect(target: &Target, early_data: bool) -> Result<QuicSession, String> {
         let tls = target
             .tls
             .as_ref()
             .ok_or("QUIC needs TLS: give the kit a TLS configuration")?;
         let mut tls = (**tls).clone();
         tls.alpn_protocols = vec![b"taskwire/1".to_vec()];
+        tls.enable_early_data = early_data;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| format!("QUIC TLS configuration: {e}"))?;
         let bind: SocketAddr = if target.addr.is_ipv4() {
@@ -61,11 +77,44 @@ impl QuicSession {
         };
         let mut endpoint = Endpoint::client(bind).map_err(|e| format!("a UDP socket: {e}"))?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        let connection = endpoint
-            .connect(target.addr, &target.server_name)
-            .map_err(|e| format!("QUIC connect to {}: {e}", target.addr))?
-            .await
-            .map_err(|e| format!("QUIC handshake: {e}"))?;
+        let connect = |addr: SocketAddr| {
+            endpoint
+                .connect(addr, &target.server_name)
+                .map_err(|e| format!("QUIC connect to {addr}: {e}"))
+        };
+        let mut relay = None;
+        let connection = if early_data {
+            // The session to resume: tickets follow the handshake.
+            let first = connect(target.addr)?
+                .await
+                .map_err(|e| format!("QUIC handshake: {e}"))?;
+            tokio::time::sleep(TICKET_WAIT).await;
+            first.close(VarInt::from_u32(0), b"a ticket for the next connection");
+            let mut addr = target.addr;
+            if addr.ip().is_loopback() && addr.is_ipv4() {
+                let slow = Relay::start(
+                    addr,
+                    RelayConfig {
+                        delay: LOOPBACK_EARLY_DATA_DELAY,
+                        ..RelayConfig::default()
+                    },
+                )
+                .await
+                .map_err(|e| format!("a relay in front of {addr}: {e}"))?;
+                addr = slow.local_addr();
+                relay = Some(slow);
+            }
+            connect(addr)?
+                .into_0rtt()
+                .map_err(|_| {
+                    "the server's session tickets do not allow early data (0-RTT)".to_owned()
+                })?
+                .0
+        } else {
+            connect(target.addr)?
+                .await
+                .map_err(|e| format!("QUIC handshake: {e}"))?
+        };
         let (events_tx, events) = mpsc::unbounded_channel();
         let watcher = connection.clone();
         let closed_tx = events_tx.clone();
@@ -93,6 +142,7 @@ impl QuicSession {
             pending: VecDeque::new(),
             closed: None,
             readers,
+            _relay: relay,
         })
     }
 

@@ -17,7 +17,11 @@
 //!
 //! `transports` and `framings` default to all (QUIC carries binary frames only);
 //! `handshake` (default `true`) has the kit send the default Hello and expect Negotiated
-//! before the steps. Each step is an object with one action and, optionally, `"transport"`
+//! before the steps. `early_data` (default `false`; QUIC only) has the kit first make one
+//! connection to get a session ticket, then resume that session and play the steps from
+//! its first flight, as TLS early data (0-RTT), until the handshake completes: such a
+//! script sets `handshake` to `false` and sends its Hello and calls before it expects
+//! anything. Each step is an object with one action and, optionally, `"transport"`
 //! and `"framing"` keys that limit it to one of them. Calls are numbered from 1 and call 0
 //! is the control stream: over TCP call *n* is stream id *n*; over QUIC it is the *n*-th
 //! call stream the kit opens. In every string, `$RUN` stands for a value unique to the
@@ -83,6 +87,9 @@ pub struct Script {
     pub framings: Vec<Framing>,
     /// Whether the kit opens with the default Hello and expects Negotiated.
     pub handshake: bool,
+    /// Whether the connection resumes a session and sends its first steps as early data
+    /// (QUIC only).
+    pub early_data: bool,
     /// What happens, in order.
     pub steps: Vec<Step>,
 }
@@ -203,6 +210,7 @@ pub fn parse(name: &str, text: &str) -> Result<Script, String> {
         framings: take(&mut object, "framings", name)?
             .unwrap_or_else(|| vec![Framing::Binary, Framing::Json]),
         handshake: take(&mut object, "handshake", name)?.unwrap_or(true),
+        early_data: take(&mut object, "early_data", name)?.unwrap_or(false),
         steps: take::<Vec<Value>>(&mut object, "steps", name)?
             .ok_or_else(|| format!("{name}: no `steps`"))?
             .into_iter()

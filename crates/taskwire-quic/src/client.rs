@@ -468,7 +468,6 @@ impl QuicClient {
     }
 }
 
-/// Reads the server's answer to the Hello.
 /// Opens the control stream and writes the encoded Hello on it.
 async fn send_hello(
     connection: &quinn::Connection,
@@ -593,6 +592,7 @@ impl Negotiate {
     }
 }
 
+/// Reads the server's answer to the Hello.
 async fn read_answer(reader: &mut FrameReader) -> Result<Agreed, CallError> {
     let frame = reader.next().await.map_err(read_error)?.ok_or_else(|| {
         CallError::Unavailable(
@@ -771,6 +771,12 @@ impl Drop for CallStream {
             let _ = self.recv().stop(codes::RESET_CANCELLED);
         }
     }
+}
+
+/// Whether the server answered a call `UNAVAILABLE`: for a call sent as early data, the
+/// answer of a server that does not hold it replay-safe (`docs/protocol.md` §13).
+fn refused_as_early_data(error: &CallError) -> bool {
+    matches!(error, CallError::Status(status) if status.code() == taskwire_rpc::StatusCode::Unavailable)
 }
 
 fn unavailable(error: impl std::fmt::Display) -> CallError {
@@ -981,8 +987,9 @@ impl Connection {
 
     /// A unary call. On a resumed connection whose handshake is still under way, a
     /// `replay_safe` call goes out at once as early data; if the server then rejects the
-    /// early data, it never saw the call, which is sent again after the handshake. Any
-    /// other call waits for the handshake.
+    /// early data (it never saw the call), or answers it `UNAVAILABLE` (as a server that
+    /// does not hold it replay-safe does, without running it), it is sent again after the
+    /// handshake. Any other call waits for the handshake.
     async fn unary<Q: MessageSet, A: MessageSet>(
         &self,
         request: Q,
@@ -995,9 +1002,17 @@ impl Connection {
             if !early {
                 self.inner.handshake_settled().await;
             }
-            match self.answer(chunks.clone()).await {
-                Err(_) if early && self.inner.early_data_rejected().await => {
-                    self.answer(chunks).await
+            let answered = self.answer(chunks.clone()).await;
+            match answered {
+                Err(error) if early => {
+                    // Lost with rejected early data, or refused by a server that does not
+                    // hold the call replay-safe: it did not run; again after the handshake.
+                    let rejected = self.inner.early_data_rejected().await;
+                    if rejected || refused_as_early_data(&error) {
+                        self.answer(chunks).await
+                    } else {
+                        Err(error)
+                    }
                 }
                 answered => answered,
             }

@@ -23,6 +23,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// What the relay does to each datagram, in each direction.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,7 +40,8 @@ pub struct RelayConfig {
     pub reorder: f64,
     /// The most a reordered datagram is held back.
     pub reorder_delay: Duration,
-    /// Delay added to every datagram.
+    /// Delay added to every datagram. A delay alone keeps the datagrams of each direction
+    /// in order.
     pub delay: Duration,
 }
 
@@ -101,6 +104,8 @@ impl Drop for Relay {
 struct Fate {
     copies: u8,
     delay: Duration,
+    /// Held back past the others, to be overtaken.
+    reordered: bool,
 }
 
 impl State {
@@ -111,6 +116,7 @@ impl State {
             return Fate {
                 copies: 0,
                 delay: Duration::ZERO,
+                reordered: false,
             };
         }
         let mut rng = self.rng.lock().expect("relay rng");
@@ -119,6 +125,7 @@ impl State {
             return Fate {
                 copies: 0,
                 delay: Duration::ZERO,
+                reordered: false,
             };
         }
         let copies = if rng.random_bool(self.config.duplicate.clamp(0.0, 1.0)) {
@@ -128,29 +135,62 @@ impl State {
             1
         };
         let mut delay = self.config.delay;
-        if rng.random_bool(self.config.reorder.clamp(0.0, 1.0)) {
+        let reordered = rng.random_bool(self.config.reorder.clamp(0.0, 1.0));
+        if reordered {
             self.stats.reordered.fetch_add(1, Ordering::Relaxed);
             delay += self
                 .config
                 .reorder_delay
                 .mul_f64(rng.random_range(0.2..1.0));
         }
-        Fate { copies, delay }
+        Fate {
+            copies,
+            delay,
+            reordered,
+        }
     }
 }
 
-fn forward(state: &State, socket: &Arc<UdpSocket>, datagram: Vec<u8>, to: SocketAddr) {
+/// A socket and the queue of datagrams it sends after the configured delay, in the order
+/// they came: a delay alone never reorders, as on a real path.
+struct Outlet {
+    socket: Arc<UdpSocket>,
+    delayed: mpsc::UnboundedSender<(Instant, Vec<u8>, SocketAddr, u8)>,
+}
+
+impl Outlet {
+    fn new(socket: Arc<UdpSocket>) -> Outlet {
+        let (delayed, mut queue) = mpsc::unbounded_channel::<(Instant, Vec<u8>, SocketAddr, u8)>();
+        let sender = Arc::clone(&socket);
+        tokio::spawn(async move {
+            while let Some((due, datagram, to, copies)) = queue.recv().await {
+                tokio::time::sleep_until(due).await;
+                for _ in 0..copies {
+                    let _ = sender.send_to(&datagram, to).await;
+                }
+            }
+        });
+        Outlet { socket, delayed }
+    }
+}
+
+fn forward(state: &State, outlet: &Outlet, datagram: Vec<u8>, to: SocketAddr) {
     let fate = state.fate();
     if fate.copies == 0 {
         return;
     }
     if fate.delay.is_zero() {
         for _ in 0..fate.copies {
-            let _ = socket.try_send_to(&datagram, to);
+            let _ = outlet.socket.try_send_to(&datagram, to);
         }
         return;
     }
-    let socket = Arc::clone(socket);
+    if !fate.reordered {
+        let due = Instant::now() + fate.delay;
+        let _ = outlet.delayed.send((due, datagram, to, fate.copies));
+        return;
+    }
+    let socket = Arc::clone(&outlet.socket);
     tokio::spawn(async move {
         tokio::time::sleep(fate.delay).await;
         for _ in 0..fate.copies {
@@ -172,7 +212,8 @@ impl Relay {
         });
         let task_state = Arc::clone(&state);
         let task = tokio::spawn(async move {
-            let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let back_to_clients = Arc::new(Outlet::new(Arc::clone(&front)));
+            let mut upstreams: HashMap<SocketAddr, Arc<Outlet>> = HashMap::new();
             let mut buffer = vec![0u8; 65_536];
             loop {
                 let Ok((len, client)) = front.recv_from(&mut buffer).await else {
@@ -184,17 +225,17 @@ impl Relay {
                         let Ok(socket) = UdpSocket::bind("127.0.0.1:0").await else {
                             continue;
                         };
-                        let upstream = Arc::new(socket);
+                        let upstream = Arc::new(Outlet::new(Arc::new(socket)));
                         // Replies from the target go back to this client through the front.
-                        let (reply, front, state) = (
-                            Arc::clone(&upstream),
-                            Arc::clone(&front),
+                        let (reply, back, state) = (
+                            Arc::clone(&upstream.socket),
+                            Arc::clone(&back_to_clients),
                             Arc::clone(&task_state),
                         );
                         tokio::spawn(async move {
                             let mut buffer = vec![0u8; 65_536];
                             while let Ok((len, _)) = reply.recv_from(&mut buffer).await {
-                                forward(&state, &front, buffer[..len].to_vec(), client);
+                                forward(&state, &back, buffer[..len].to_vec(), client);
                             }
                         });
                         upstreams.insert(client, Arc::clone(&upstream));

@@ -604,9 +604,9 @@ async fn handshake(
             "no Hello before the deadline",
         ));
     };
-    // A Hello in early data comes from a resumed session, whose client certificate (if
-    // any) rustls restored from the ticket; any other waits for the handshake, which
-    // proves the certificate.
+    // A Hello read during the handshake (early data) comes from a resumed session, whose
+    // client certificate (if any) rustls restored from the ticket; any other waits for the
+    // handshake, which proves the certificate.
     let early = control_recv.is_0rtt();
     if !early {
         handshake_completed(&connection, &mut handshake).await?;
@@ -1096,6 +1096,8 @@ async fn serve_call(
     client_max_frame_length: u32,
 ) {
     let limits = shared.limits;
+    // quinn's flag: the stream was accepted while the handshake was under way, so its
+    // data came as early data and is not yet proven to be the client's own.
     let early_data = recv.is_0rtt();
     let mut reader = FrameReader::new(recv, limits.max_frame_length, false);
     let received = Instant::now();

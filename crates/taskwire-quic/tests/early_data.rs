@@ -17,6 +17,7 @@ use taskwire_proto::instance::v1::{
     CheckpointRequest, CheckpointResponse, GetCheckpointRequest, GetCheckpointResponse,
 };
 use taskwire_proto::session::v1::{Negotiated, Status as StatusMessage};
+use taskwire_quic::relay::{Relay, RelayConfig};
 use taskwire_quic::{EarlyData, Limits, ServerConfig};
 use taskwire_rpc::{Router, StatusCode};
 use tokio::net::UdpSocket;
@@ -52,6 +53,22 @@ fn counting_router(runs: &Arc<Runs>) -> Router {
     router
 }
 
+/// A relay that delays every datagram by 20 ms, in order, in front of `server`. On
+/// loopback a handshake completes in well under a millisecond, and a server that has
+/// completed it no longer counts what it reads as early data (it cannot be a replay): a
+/// test of early data needs the round trip a real network has.
+async fn slow_path(server: SocketAddr) -> Relay {
+    Relay::start(
+        server,
+        RelayConfig {
+            delay: Duration::from_millis(20),
+            ..RelayConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// Makes one full connection with `client`, waiting long enough for the session tickets
 /// the server sends after the handshake: the next connection can resume.
 async fn connect_for_a_ticket(client: &taskwire_quic::QuicClient) {
@@ -67,9 +84,10 @@ async fn a_resumed_connection_sends_replay_safe_calls_as_early_data_and_holds_th
     let pki = pki();
     let runs = Arc::new(Runs::default());
     let server = start(&pki, Limits::default(), counting_router(&runs));
-    let client = common::client(&pki, server.local_addr());
-    connect_for_a_ticket(&client).await;
+    connect_for_a_ticket(&common::client(&pki, server.local_addr())).await;
 
+    let slow = slow_path(server.local_addr()).await;
+    let client = common::client(&pki, slow.local_addr());
     let (connection, negotiation) = within(10, client.connect_pipelined()).await.unwrap();
     assert_eq!(connection.early_data(), EarlyData::Pending);
     within(10, connection.call(GetCheckpointRequest::default()))
@@ -133,6 +151,8 @@ async fn rejected_early_data_falls_back_to_a_full_handshake_unseen_by_the_caller
         .unwrap()
         .serve(counting_router(&runs));
 
+    let slow = slow_path(addr).await;
+    let client = common::client(&pki, slow.local_addr());
     let (connection, negotiation) = within(10, client.connect_pipelined()).await.unwrap();
     assert_eq!(connection.early_data(), EarlyData::Pending);
     // Sent as early data, lost with it, and sent again after the handshake.
@@ -151,6 +171,43 @@ async fn rejected_early_data_falls_back_to_a_full_handshake_unseen_by_the_caller
     assert_eq!(runs.checkpoint.load(Ordering::SeqCst), 1);
     assert_eq!(runs.from_early_data.load(Ordering::SeqCst), 0);
     second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_call_the_server_does_not_hold_replay_safe_is_sent_again_after_the_handshake() {
+    let pki = pki();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let from_early_data = Arc::new(AtomicUsize::new(0));
+    // Routed without its schema's mark (as an older or stricter server might): the server
+    // refuses it as early data, the client sends it again once the handshake is done.
+    let mut router = Router::new();
+    let (count, early) = (Arc::clone(&ran), Arc::clone(&from_early_data));
+    router.route_unary(move |ctx, _: GetCheckpointRequest| {
+        count.fetch_add(1, Ordering::SeqCst);
+        if ctx.early_data {
+            early.fetch_add(1, Ordering::SeqCst);
+        }
+        async { Ok(GetCheckpointResponse::default()) }
+    });
+    assert!(!router.is_replay_safe(GetCheckpointRequest::TYPE_ID));
+    let server = start(&pki, Limits::default(), router);
+    connect_for_a_ticket(&common::client(&pki, server.local_addr())).await;
+
+    let slow = slow_path(server.local_addr()).await;
+    let client = common::client(&pki, slow.local_addr());
+    let (connection, _negotiation) = within(10, client.connect_pipelined()).await.unwrap();
+    assert_eq!(connection.early_data(), EarlyData::Pending);
+    within(10, connection.call(GetCheckpointRequest::default()))
+        .await
+        .expect("answered on the second try");
+    assert_eq!(connection.early_data(), EarlyData::Accepted);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "ran once, after the handshake"
+    );
+    assert_eq!(from_early_data.load(Ordering::SeqCst), 0);
+    server.shutdown().await;
 }
 
 /// A UDP relay that forwards one client's datagrams to the server and back, keeping a
@@ -274,6 +331,7 @@ struct Scene {
     server: taskwire_quic::ServerHandle,
     endpoint: quinn::Endpoint,
     recorder: Recorder,
+    _slow: Relay,
 }
 
 impl Scene {
@@ -285,12 +343,15 @@ impl Scene {
             .serve(counting_router(&runs));
         let endpoint = early_endpoint(pki);
         raw_connect_for_a_ticket(&endpoint, server.local_addr()).await;
-        let recorder = Recorder::start(server.local_addr()).await;
+        // client → recorder → a slow path → server
+        let slow = slow_path(server.local_addr()).await;
+        let recorder = Recorder::start(slow.local_addr()).await;
         Scene {
             runs,
             server,
             endpoint,
             recorder,
+            _slow: slow,
         }
     }
 

@@ -87,9 +87,10 @@ pub struct CallContext {
     pub idempotency_key: String,
     /// Application metadata from the call header.
     pub metadata: BTreeMap<String, String>,
-    /// Whether the call arrived as TLS early data (QUIC 0-RTT) on a resumed connection,
-    /// which an on-path attacker can replay. Set by the transport; the router refuses
-    /// such calls unless their rpc is replay-safe.
+    /// Whether the call was read before the connection's TLS handshake completed, so from
+    /// early data (QUIC 0-RTT) on a resumed connection, which an on-path attacker can
+    /// replay. Set by the transport; the router refuses such calls unless their rpc is
+    /// replay-safe.
     pub early_data: bool,
 }
 
